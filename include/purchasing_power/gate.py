@@ -1,0 +1,190 @@
+"""Evaluate candidates against baselines and the champion on a later window, and gate promotion.
+
+Evaluation for anchor A uses the latest closed windows before A+1:
+
+* purchase: features as of e = A - h_p, outcome = a purchase in [e+1, e+1+h_p);
+* spend: features as of A - h_s, outcome = net spend over the next h_s days.
+
+Contenders: the holdout candidate (trained only on snapshots whose labels closed by e), BG/NBD,
+recency alone, and the champion (the model deployed at the previous anchor) when it is
+out-of-time on that window. The candidate is promoted only if it beats BG/NBD on ROC-AUC and
+PR-AUC, the champion on both, and the better spend baseline on normalized Gini, each by at least
+``gate_min_lift``. Otherwise the champion stays (or the BG/NBD baseline if there is none) and the
+decision says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from purchasing_power.evaluate import finite_or_none, purchase_metrics, spend_metrics
+from purchasing_power.features import build_labels
+from purchasing_power.model import BASELINE_P, BASELINE_SPEND
+from purchasing_power.settings import Settings
+from purchasing_power.train import (
+    CANDIDATE_DEPLOY,
+    CANDIDATE_HOLDOUT,
+    Context,
+    anchor_for,
+    baseline_bundle,
+    fit_candidates,
+    load_bundle,
+    previous_anchor,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from purchasing_power.model import ModelBundle
+
+log = logging.getLogger(__name__)
+
+EVALUATION_FILE = "evaluation.json"
+DECISION_FILE = "decision.json"
+
+
+def evaluate_anchor(ctx: Context, anchor: date, *, force: bool = False) -> dict[str, Any]:
+    s = ctx.settings
+    path = ctx.ws.work.path("evaluation", anchor, EVALUATION_FILE)
+    if not force and ctx.ws.work.exists(path):
+        return ctx.ws.work.read_json(path)
+    hist = ctx.history_until(anchor)
+    e = anchor - timedelta(days=s.purchase_horizon_days)
+    e_s = anchor - timedelta(days=s.spend_horizon_days)
+    holdout_path = ctx.ws.work.path("models", anchor, CANDIDATE_HOLDOUT)
+    candidate = load_bundle(ctx.ws, holdout_path) if ctx.ws.work.exists(holdout_path) else None
+    prev = previous_anchor(s, anchor)
+    champion, champion_version = None, None
+    if prev >= ctx.first_day:
+        decision = ensure_decision(ctx, prev)
+        champion = deployed_bundle(ctx, decision)
+        champion_version = decision["deployed_version"]
+    champion_comparable = champion is not None and prev <= e
+
+    out: dict[str, Any] = {
+        "anchor": anchor.isoformat(),
+        "purchase_window": {"as_of": e.isoformat(), "horizon_days": s.purchase_horizon_days},
+        "spend_window": {"as_of": e_s.isoformat(), "horizon_days": s.spend_horizon_days},
+        "champion_version": champion_version,
+        "champion_comparable": champion_comparable,
+        "purchase": {},
+        "spend": {},
+    }
+    if e >= ctx.first_day:
+        fe = ctx.features(e)
+        if not fe.empty:
+            y = build_labels(hist, e, fe.index, s.purchase_horizon_days, s.spend_horizon_days)["purchased"].to_numpy()
+            contenders = {"bgnbd": fe[BASELINE_P].to_numpy(), "recency": -fe["recency_days"].to_numpy()}
+            if candidate is not None:
+                contenders["candidate"] = candidate.predict(fe)[0]
+            if champion_comparable:
+                contenders["champion"] = champion.predict(fe)[0]
+            for name, p in contenders.items():
+                out["purchase"][name] = finite_or_none(purchase_metrics(y, p, probabilities=name != "recency"))
+    if e_s >= ctx.first_day:
+        fs = ctx.features(e_s)
+        if not fs.empty:
+            y = build_labels(hist, e_s, fs.index, s.purchase_horizon_days, s.spend_horizon_days)["spend"].to_numpy()
+            contenders = {"past_spend": fs["spend_total"].clip(lower=0).to_numpy(), "bgnbd_gg": fs[BASELINE_SPEND].to_numpy()}
+            if candidate is not None and candidate.spend is not None:
+                contenders["candidate"] = candidate.predict(fs)[1]
+            for name, pred in contenders.items():
+                out["spend"][name] = finite_or_none(spend_metrics(y, pred))
+    ctx.ws.work.write_json(out, path)
+    return out
+
+
+def verdict(evaluation: dict[str, Any], min_lift: float) -> tuple[bool, list[str]]:
+    """Apply the gate rules; return (promote, reasons)."""
+    reasons: list[str] = []
+    pur = evaluation.get("purchase", {})
+    cand = pur.get("candidate")
+    if cand is None:
+        return False, ["no candidate could be fitted or evaluated (not enough closed history)"]
+
+    def beats(metric: str, other: str, block: str = "purchase", label: str | None = None) -> bool:
+        c = evaluation[block]["candidate"].get(metric)
+        o = evaluation[block].get(other, {}).get(metric)
+        if c is None or o is None:
+            reasons.append(f"{metric} vs {label or other}: not measurable")
+            return False
+        ok = c >= o + min_lift
+        reasons.append(f"{metric} {c:.4f} {'>=' if ok else '<'} {label or other} {o:.4f} + {min_lift}")
+        return ok
+
+    ok = beats("roc_auc", "bgnbd", label="BG/NBD") & beats("pr_auc", "bgnbd", label="BG/NBD")
+    if "champion" in pur:
+        ok &= beats("roc_auc", "champion") & beats("pr_auc", "champion")
+    else:
+        reasons.append("no out-of-time champion to compare with")
+    sp = evaluation.get("spend", {})
+    if "candidate" in sp:
+        best = max(("past_spend", "bgnbd_gg"), key=lambda k: sp.get(k, {}).get("normalized_gini") or -1.0)
+        ok &= beats("normalized_gini", best, block="spend")
+    else:
+        reasons.append("spend model not evaluated (no closed spend window or no spend candidate); spend uses the deployed bundle's spend part")
+    return bool(ok), reasons
+
+
+def decide(ctx: Context, anchor: date, *, force: bool = False) -> dict[str, Any]:
+    """Gate ``anchor``'s candidate and record which bundle is deployed from this anchor on."""
+    s = ctx.settings
+    path = ctx.ws.work.path("models", anchor, DECISION_FILE)
+    if not force and ctx.ws.work.exists(path):
+        return ctx.ws.work.read_json(path)
+    evaluation = evaluate_anchor(ctx, anchor, force=force)
+    promote, reasons = verdict(evaluation, s.gate_min_lift)
+    prev = previous_anchor(s, anchor)
+    champion = ensure_decision(ctx, prev) if prev >= ctx.first_day else None
+    if promote:
+        deployed_path = ctx.ws.work.path("models", anchor, CANDIDATE_DEPLOY)
+        training = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, "training.json"))
+        deployed_version, status = training["version"], "promoted"
+    elif champion is not None:
+        deployed_path, deployed_version, status = champion["deployed_path"], champion["deployed_version"], "kept_champion"
+    else:
+        bundle = baseline_bundle(s, anchor, ctx.text_key)
+        deployed_path = ctx.ws.work.path("models", anchor, "baseline.pkl")
+        from purchasing_power.train import save_bundle
+
+        save_bundle(ctx.ws, bundle, deployed_path)
+        deployed_version, status = bundle.version, "baseline"
+    decision = {
+        "anchor": anchor.isoformat(),
+        "status": status,
+        "promoted": promote,
+        "reasons": reasons,
+        "deployed_version": deployed_version,
+        "deployed_path": deployed_path,
+        "champion_version": champion["deployed_version"] if champion else None,
+        "thresholds": {"min_lift": s.gate_min_lift, "rules": "candidate >= BG/NBD and champion on ROC-AUC and PR-AUC; >= best spend baseline on normalized Gini"},
+        "evaluation": evaluation,
+    }
+    ctx.ws.work.write_json(decision, path)
+    log.info("gate %s: %s (%s)", anchor, status, "; ".join(reasons))
+    return decision
+
+
+def ensure_decision(ctx: Context, anchor: date) -> dict[str, Any]:
+    """The decision of ``anchor``, computing it (and, recursively, earlier anchors') if missing."""
+    path = ctx.ws.work.path("models", anchor, DECISION_FILE)
+    if ctx.ws.work.exists(path):
+        return ctx.ws.work.read_json(path)
+    fit_candidates(ctx, anchor)
+    return decide(ctx, anchor)
+
+
+def deployed_bundle(ctx: Context, decision: dict[str, Any]) -> ModelBundle:
+    return load_bundle(ctx.ws, decision["deployed_path"])
+
+
+def evaluate_day(settings: Settings, day: date) -> dict[str, Any]:
+    """Stage function: evaluate this run's anchor candidate against baselines and champion."""
+    ctx = Context.load(settings, day)
+    return evaluate_anchor(ctx, anchor_for(settings, day), force=settings.force_retrain)
+
+
+def gate_day(settings: Settings, day: date) -> dict[str, Any]:
+    """Stage function: apply the metric gate for this run's anchor; returns the decision."""
+    ctx = Context.load(settings, day)
+    return decide(ctx, anchor_for(settings, day), force=settings.force_retrain)

@@ -1,0 +1,73 @@
+"""Publish: commit the staged predictions to ``predictions/ds=D/`` and write ``metrics/ds=D/metrics.json``.
+
+The predictions file is copied byte for byte from the scoring stage's staging partition, so
+what was validated is exactly what is published; a rerun overwrites both files atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any
+
+from purchasing_power.score import SCORES_FILE, validate_predictions
+from purchasing_power.settings import Settings
+from purchasing_power.storage import Storage
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.parquet"
+METRICS_FILE = "metrics.json"
+STAGES = ("extract", "clean", "embed", "features", "train", "evaluate", "gate", "score")
+
+
+def predictions_path(storage: Storage, day: date) -> str:
+    return storage.path("predictions", day, PREDICTIONS_FILE)
+
+
+def metrics_path(storage: Storage, day: date) -> str:
+    return storage.path("metrics", day, METRICS_FILE)
+
+
+def publish_day(settings: Settings, day: date) -> dict[str, Any]:
+    """Stage function: validate and publish the day's predictions and metrics."""
+    out = Storage.at(settings.storage)
+    staged = out.path("scores", day, SCORES_FILE)
+    if not out.exists(staged):
+        raise FileNotFoundError(f"no staged predictions at {staged}: run the score task first")
+    frame = out.read_parquet(staged)
+    validate_predictions(frame)
+    with out.fs.open(staged, "rb") as fh:
+        payload = fh.read()
+    reports = {}
+    for stage in STAGES:
+        path = out.path("runs", day, f"{stage}.json")
+        reports[stage] = out.read_json(path) if out.exists(path) else None
+    gate = reports.get("gate") or {}
+    metrics = {
+        "as_of": day.isoformat(),
+        "source": settings.resolved_source,
+        "model_version": (reports.get("score") or {}).get("model_version"),
+        "gate": {
+            "anchor": gate.get("anchor"),
+            "status": gate.get("status"),
+            "promoted": gate.get("promoted"),
+            "reasons": gate.get("reasons"),
+            "thresholds": gate.get("thresholds"),
+            "deployed_version": gate.get("deployed_version"),
+            "champion_version": gate.get("champion_version"),
+        },
+        "evaluation": gate.get("evaluation"),
+        "row_counts": {
+            "source_rows": (reports.get("extract") or {}).get("rows_in_source"),
+            "day": (reports.get("clean") or {}).get("run_day"),
+            "customers_scored": int(len(frame)),
+        },
+        "tier_counts": (reports.get("score") or {}).get("tier_counts"),
+        "embedding": reports.get("embed"),
+        "training": (reports.get("train") or {}).get("training"),
+    }
+    pred_path = out.write_bytes(predictions_path(out, day), payload)
+    met_path = out.write_json(metrics, metrics_path(out, day))
+    log.info("published %s rows to %s", len(frame), pred_path)
+    return {"day": day.isoformat(), "predictions_path": pred_path, "metrics_path": met_path, "rows": int(len(frame))}

