@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-tokens", type=int, default=None, help="ours: most padded tokens per batch")
     ap.add_argument("--st-batch-size", type=int, default=None, help="sentence-transformers batch (default 32 CPU, 1024 CUDA)")
     ap.add_argument("--skip-st", action="store_true", help="do not run sentence-transformers")
+    ap.add_argument("--slice-tokens", type=int, default=None,
+                    help="alternate the contenders every ~N tokens (default: our wave size; 0: one slice)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = args.batch_size or 256
     ours_rows = batch_size * (embed.CUDA_BATCH_SCALE if on_cuda else 1)
     st_batch = args.st_batch_size or (1024 if on_cuda else 32)
+    if args.slice_tokens is None:
+        plan = embed._plan_for(device, batch_size, args.batch_tokens)
+        args.slice_tokens = plan.tokens * plan.wave_chunks
 
     result: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -182,30 +187,76 @@ def main(argv: list[str] | None = None) -> int:
                 st_half.encode(warm, batch_size=st_batch, normalize_embeddings=True)
 
     # -- throughput and agreement ------------------------------------------------------------------
+    # The contenders run slice by slice, alternating which goes first, so that load from other
+    # processes on a shared machine hits both alike. A slice is ~--slice-tokens tokens (our wave
+    # size on CPU, so slicing adds no work to ours beyond its natural wave boundaries).
+    tokenizer = embed._load_model(ref.path, device).tokenizer
+    contenders = [("ours", None)] + [(lbl, m) for lbl, m in (("st", st), ("st_fp16", st_half)) if m is not None]
     all_texts: list[str] = []
     all_vecs: list[np.ndarray] = []
     for name, texts in datasets:
-        log.info("%s: %d texts", name, len(texts))
-        entry: dict = {"texts": len(texts)}
-        (ours, stats), t_ours = timed(
-            lambda: embed.embed_texts(texts, ref, device=device, batch_size=batch_size, threads=threads,
-                                      log_every=max(1000, len(texts) // 10), batch_tokens=args.batch_tokens)
-        )
-        entry["ours"] = {"seconds": round(t_ours, 3), "texts_per_s": round(len(texts) / t_ours, 1), **{
-            k: stats[k] for k in ("path", "max_length", "truncation_rate", "tokens", "computed_tokens",
-                                  "padding_overhead", "tokenize_seconds", "token_length_p50_p95_p99_max")}}
-        log.info("%s ours: %.1f texts/s", name, len(texts) / t_ours)
-        for label, model in (("st", st), ("st_fp16", st_half)):
-            if model is None:
-                continue
-            theirs, t_st = timed(lambda: model.encode(texts, batch_size=st_batch, normalize_embeddings=True,
-                                                     convert_to_numpy=True, show_progress_bar=False))
-            cos = cosine(ours, np.asarray(theirs, dtype=np.float32))
-            entry[label] = {"seconds": round(t_st, 3), "texts_per_s": round(len(texts) / t_st, 1)}
-            entry[f"ratio_ours_over_{label}"] = round(t_st / t_ours, 3)
-            entry[f"cosine_vs_{label}"] = {"min": float(cos.min()), "mean": float(cos.mean())}
-            log.info("%s %s: %.1f texts/s; ratio ours/%s %.2f; cosine min %.6f mean %.6f",
-                     name, label, len(texts) / t_st, label, t_st / t_ours, cos.min(), cos.mean())
+        n_tok = [len(x) for x in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+        slices, start, acc = [], 0, 0
+        for i, n in enumerate(n_tok):
+            if acc + n > args.slice_tokens > 0 and i > start:
+                slices.append((start, i))
+                start, acc = i, 0
+            acc += n
+        slices.append((start, len(texts)))
+        log.info("%s: %d texts, %d tokens, %d slices", name, len(texts), sum(n_tok), len(slices))
+        wall = {lbl: 0.0 for lbl, _ in contenders}
+        cpu = {lbl: 0.0 for lbl, _ in contenders}
+        vecs: dict[str, list[np.ndarray]] = {lbl: [] for lbl, _ in contenders}
+        agg: dict = {"tokens": 0, "computed_tokens": 0, "truncated": 0}
+        for k, (a, b) in enumerate(slices):
+            part = texts[a:b]
+            for lbl, model in (contenders if k % 2 == 0 else contenders[::-1]):
+                c0, t0 = time.process_time(), time.perf_counter()
+                if model is None:
+                    v, stats = embed.embed_texts(part, ref, device=device, batch_size=batch_size, threads=threads,
+                                                 log_every=0, batch_tokens=args.batch_tokens)
+                    for key in agg:
+                        agg[key] += stats[key]
+                    agg["path"], agg["max_length"] = stats["path"], stats["max_length"]
+                else:
+                    v = model.encode(part, batch_size=st_batch, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+                wall[lbl] += time.perf_counter() - t0
+                cpu[lbl] += time.process_time() - c0
+                vecs[lbl].append(np.asarray(v, dtype=np.float32))
+            if len(slices) > 1:
+                log.info("%s slice %d/%d (%d texts); cumulative seconds: %s", name, k + 1, len(slices), b - a,
+                         ", ".join(f"{lbl} {wall[lbl]:.1f}" for lbl, _ in contenders))
+        ours = np.concatenate(vecs["ours"])
+        lengths = np.array(n_tok)
+        entry: dict = {
+            "texts": len(texts),
+            "slices": len(slices),
+            "ours": {
+                "seconds": round(wall["ours"], 3),
+                "cpu_seconds": round(cpu["ours"], 3),
+                "texts_per_s": round(len(texts) / wall["ours"], 1),
+                "path": agg.get("path"),
+                "max_length": agg.get("max_length"),
+                "tokens": agg["tokens"],
+                "computed_tokens": agg["computed_tokens"],
+                "padding_overhead": round(agg["computed_tokens"] / max(agg["tokens"], 1) - 1, 4),
+                "truncation_rate": round(agg["truncated"] / len(texts), 6),
+                "token_length_p50_p95_p99_max": [int(x) for x in np.percentile(lengths, [50, 95, 99, 100])],
+            },
+        }
+        log.info("%s ours: %.1f texts/s", name, len(texts) / wall["ours"])
+        for lbl, _ in contenders[1:]:
+            theirs = np.concatenate(vecs[lbl])
+            cos = cosine(ours, theirs)
+            entry[lbl] = {"seconds": round(wall[lbl], 3), "cpu_seconds": round(cpu[lbl], 3),
+                          "texts_per_s": round(len(texts) / wall[lbl], 1)}
+            entry[f"ratio_ours_over_{lbl}"] = round(wall[lbl] / wall["ours"], 3)
+            entry[f"cpu_ratio_ours_over_{lbl}"] = round(cpu[lbl] / max(cpu["ours"], 1e-9), 3)
+            entry[f"cosine_vs_{lbl}"] = {"min": float(cos.min()), "mean": float(cos.mean())}
+            log.info("%s %s: %.1f texts/s; ratio ours/%s %.2f (cpu time %.2f); cosine min %.6f mean %.6f",
+                     name, lbl, len(texts) / wall[lbl], lbl, wall[lbl] / wall["ours"],
+                     cpu[lbl] / max(cpu["ours"], 1e-9), cos.min(), cos.mean())
         result["datasets"][name] = entry
         all_texts += texts
         all_vecs.append(ours)

@@ -1002,3 +1002,22 @@ def load_vectors(texts: Sequence[str], storage: Storage, settings: Any) -> np.nd
     if has.any():
         out[has] = table.matrix[rows[codes[has]]]
     return out
+
+
+def embed_day(settings: Any, day: Any) -> dict[str, Any]:
+    """Stage function: embed every distinct product description in the clean history up to the
+    end of ``day`` that the cache does not hold yet (on a daily run: that day's new texts only).
+
+    The report adds the dedup ratio: clean rows with text per distinct text embedded now."""
+    from purchasing_power.clean import load_clean_history
+    from purchasing_power.extract import Workspace
+
+    if not settings.use_text:
+        return {"day": day.isoformat(), "skipped": "use_text is off"}
+    ws = Workspace.for_settings(settings)
+    tx = load_clean_history(settings, day)
+    report = embed_new(tx["description"].tolist() if len(tx) else [], ws.out, settings)
+    with_text = report["rows"] - report["empty"]
+    report["day"] = day.isoformat()
+    report["dedup_ratio"] = round(with_text / report["new"], 1) if report["new"] else None
+    return report

@@ -6,8 +6,9 @@ Evaluation for anchor A uses the latest closed windows before A+1:
 * spend: features as of A - h_s, outcome = net spend over the next h_s days.
 
 Contenders: the holdout candidate (trained only on snapshots whose labels closed by e), BG/NBD,
-recency alone, and the champion (the model deployed at the previous anchor) when it is
-out-of-time on that window. The candidate is promoted only if it beats BG/NBD on ROC-AUC and
+recency alone, and the champion when it is out-of-time on that window. The champion is what the
+previous anchor deploys when its own candidate is judged against the baselines only (see
+``ensure_qualified``), which keeps every decision at most one anchor deep. The candidate is promoted only if it beats BG/NBD on ROC-AUC and
 PR-AUC, the champion on both, and the better spend baseline on normalized Gini, each by at least
 ``gate_min_lift``. Otherwise the champion stays (or the BG/NBD baseline if there is none) and the
 decision says why.
@@ -26,12 +27,14 @@ from purchasing_power.settings import Settings
 from purchasing_power.train import (
     CANDIDATE_DEPLOY,
     CANDIDATE_HOLDOUT,
+    TRAINING_INFO,
     Context,
     anchor_for,
     baseline_bundle,
     fit_candidates,
     load_bundle,
     previous_anchor,
+    save_bundle,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,11 +44,14 @@ log = logging.getLogger(__name__)
 
 EVALUATION_FILE = "evaluation.json"
 DECISION_FILE = "decision.json"
+QUALIFY_EVALUATION_FILE = "evaluation_baselines.json"
+QUALIFY_FILE = "qualified.json"
 
 
-def evaluate_anchor(ctx: Context, anchor: date, *, force: bool = False) -> dict[str, Any]:
+def evaluate_anchor(ctx: Context, anchor: date, *, force: bool = False, with_champion: bool = True) -> dict[str, Any]:
+    """Metrics of the anchor's holdout candidate, the baselines and (``with_champion``) the champion."""
     s = ctx.settings
-    path = ctx.ws.work.path("evaluation", anchor, EVALUATION_FILE)
+    path = ctx.ws.work.path("evaluation", anchor, EVALUATION_FILE if with_champion else QUALIFY_EVALUATION_FILE)
     if not force and ctx.ws.work.exists(path):
         return ctx.ws.work.read_json(path)
     hist = ctx.history_until(anchor)
@@ -55,10 +61,10 @@ def evaluate_anchor(ctx: Context, anchor: date, *, force: bool = False) -> dict[
     candidate = load_bundle(ctx.ws, holdout_path) if ctx.ws.work.exists(holdout_path) else None
     prev = previous_anchor(s, anchor)
     champion, champion_version = None, None
-    if prev >= ctx.first_day:
-        decision = ensure_decision(ctx, prev)
-        champion = deployed_bundle(ctx, decision)
-        champion_version = decision["deployed_version"]
+    if with_champion and prev >= ctx.first_day:
+        qualified = ensure_qualified(ctx, prev)
+        champion = deployed_bundle(ctx, qualified)
+        champion_version = qualified["deployed_version"]
     champion_comparable = champion is not None and prev <= e
 
     out: dict[str, Any] = {
@@ -126,6 +132,38 @@ def verdict(evaluation: dict[str, Any], min_lift: float) -> tuple[bool, list[str
     return bool(ok), reasons
 
 
+def _deploy(ctx: Context, anchor: date, promote: bool, fallback: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(path, version, status) of what an anchor deploys."""
+    if promote:
+        training = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, TRAINING_INFO))
+        return ctx.ws.work.path("models", anchor, CANDIDATE_DEPLOY), training["version"], "promoted"
+    if fallback is not None:
+        return fallback["deployed_path"], fallback["deployed_version"], "kept_champion"
+    bundle = baseline_bundle(ctx.settings, anchor, ctx.text_key)
+    path = ctx.ws.work.path("models", anchor, "baseline.pkl")
+    save_bundle(ctx.ws, bundle, path)
+    return path, bundle.version, "baseline"
+
+
+def ensure_qualified(ctx: Context, anchor: date) -> dict[str, Any]:
+    """What ``anchor`` deploys when its candidate is judged against the baselines only.
+
+    This is the champion the *next* anchor's candidate must beat. Defining it without a
+    champion of its own keeps the chain one step deep: deciding any anchor needs at most two
+    anchors' fits, so a day run alone on a fresh deployment stays cheap and deterministic."""
+    path = ctx.ws.work.path("models", anchor, QUALIFY_FILE)
+    if ctx.ws.work.exists(path):
+        return ctx.ws.work.read_json(path)
+    fit_candidates(ctx, anchor)
+    evaluation = evaluate_anchor(ctx, anchor, with_champion=False)
+    promote, reasons = verdict(evaluation, ctx.settings.gate_min_lift)
+    deployed_path, version, status = _deploy(ctx, anchor, promote, None)
+    out = {"anchor": anchor.isoformat(), "status": status, "promoted": promote, "reasons": reasons,
+           "deployed_version": version, "deployed_path": deployed_path}
+    ctx.ws.work.write_json(out, path)
+    return out
+
+
 def decide(ctx: Context, anchor: date, *, force: bool = False) -> dict[str, Any]:
     """Gate ``anchor``'s candidate and record which bundle is deployed from this anchor on."""
     s = ctx.settings
@@ -135,20 +173,8 @@ def decide(ctx: Context, anchor: date, *, force: bool = False) -> dict[str, Any]
     evaluation = evaluate_anchor(ctx, anchor, force=force)
     promote, reasons = verdict(evaluation, s.gate_min_lift)
     prev = previous_anchor(s, anchor)
-    champion = ensure_decision(ctx, prev) if prev >= ctx.first_day else None
-    if promote:
-        deployed_path = ctx.ws.work.path("models", anchor, CANDIDATE_DEPLOY)
-        training = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, "training.json"))
-        deployed_version, status = training["version"], "promoted"
-    elif champion is not None:
-        deployed_path, deployed_version, status = champion["deployed_path"], champion["deployed_version"], "kept_champion"
-    else:
-        bundle = baseline_bundle(s, anchor, ctx.text_key)
-        deployed_path = ctx.ws.work.path("models", anchor, "baseline.pkl")
-        from purchasing_power.train import save_bundle
-
-        save_bundle(ctx.ws, bundle, deployed_path)
-        deployed_version, status = bundle.version, "baseline"
+    champion = ensure_qualified(ctx, prev) if prev >= ctx.first_day else None
+    deployed_path, deployed_version, status = _deploy(ctx, anchor, promote, champion)
     decision = {
         "anchor": anchor.isoformat(),
         "status": status,
@@ -166,7 +192,7 @@ def decide(ctx: Context, anchor: date, *, force: bool = False) -> dict[str, Any]
 
 
 def ensure_decision(ctx: Context, anchor: date) -> dict[str, Any]:
-    """The decision of ``anchor``, computing it (and, recursively, earlier anchors') if missing."""
+    """The decision of ``anchor``, computing it if missing."""
     path = ctx.ws.work.path("models", anchor, DECISION_FILE)
     if ctx.ws.work.exists(path):
         return ctx.ws.work.read_json(path)

@@ -84,7 +84,7 @@ def make_purchase_pipeline(kind: str, num: list[str], text: list[str], *, seed: 
 
     if kind == "hgb":
         clf = HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=50, l2_regularization=1.0, random_state=seed
+            max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=50, l2_regularization=1.0, random_state=seed
         )
     elif kind == "logreg":
         clf = LogisticRegression(C=0.5, max_iter=2000)
@@ -206,7 +206,7 @@ def fit_spend_model(train: pd.DataFrame, *, seed: int) -> SpendModel:
             (
                 "reg",
                 HistGradientBoostingRegressor(
-                    loss="poisson", max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=50, l2_regularization=1.0, random_state=seed
+                    loss="poisson", max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=50, l2_regularization=1.0, random_state=seed
                 ),
             ),
         ]

@@ -62,6 +62,7 @@ class Settings:
     gate_min_lift: float = 0.0  # candidate must beat baselines/champion by at least this much
     use_text: bool = True  # product-text embeddings as features (ablation switch)
     use_smote: bool = True  # SMOTE inside the purchase model's training fit (ablation switch)
+    candidates: tuple[str, ...] = ("hgb",)  # purchase candidates: hgb, logreg (best on the calibration slice wins)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -94,6 +95,8 @@ class Settings:
                 continue
             if key == "column_map":
                 value = _parse_column_map(value)
+            if key == "candidates":
+                value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
             kw[key] = value
         return replace(self, **kw).validated()
 

@@ -154,7 +154,7 @@ def fit_bundle(ctx: Context, anchor: date, purchase_end: date, spend_end: date, 
         ptab = ctx.training_table(p_snaps, anchor)
         if ptab.empty:
             raise InsufficientData("no purchase training snapshots")
-        purchase = fit_purchase_model(ptab, seed=s.seed, smote=s.use_smote)
+        purchase = fit_purchase_model(ptab, seed=s.seed, smote=s.use_smote, kinds=tuple(s.candidates))
     except InsufficientData as exc:
         info["purchase_error"] = str(exc)
         log.warning("anchor %s: cannot fit purchase model (%s)", anchor, exc)
@@ -222,11 +222,11 @@ def baseline_bundle(settings: Settings, anchor: date, text_key: str) -> ModelBun
 def train_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: make sure the champion chain before this run's anchor is decided, then
     fit this anchor's candidates (a no-op when they exist and ``force_retrain`` is off)."""
-    from purchasing_power.gate import ensure_decision
+    from purchasing_power.gate import ensure_qualified
 
     ctx = Context.load(settings, day)
     anchor = anchor_for(settings, day)
     prev = previous_anchor(settings, anchor)
-    champion = ensure_decision(ctx, prev) if prev >= ctx.first_day else None
+    champion = ensure_qualified(ctx, prev) if prev >= ctx.first_day else None
     info = fit_candidates(ctx, anchor, force=settings.force_retrain)
     return {"day": day.isoformat(), "anchor": anchor.isoformat(), "champion_anchor": prev.isoformat() if champion else None, "training": info}
