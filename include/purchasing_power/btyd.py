@@ -43,6 +43,15 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+#: Columns of :func:`fit_and_predict`.
+PREDICTION_COLUMNS = (
+    "bgnbd_p_purchase",
+    "bgnbd_expected_purchases",
+    "bgnbd_expected_purchases_spend_h",
+    "bgnbd_p_alive",
+    "bgnbd_gg_spend",
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [

@@ -60,8 +60,9 @@ def purchase_days(tx: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None = None) -> pd.DataFrame:
-    """Customer features as of the end of ``as_of`` for every customer with a purchase day
-    (net value > 0) before ``as_of + 1 day``. Index: customer_id (int64), sorted."""
+    """Customer features as of the end of ``as_of`` for every customer with a valid sale line
+    before ``as_of + 1 day`` (purchase-day features count days with net value > 0).
+    Index: customer_id (int64), sorted."""
     import numpy as np
     import pandas as pd
 
@@ -71,18 +72,20 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
     tx = tx[tx["invoice_ts"] < end]
     days = purchase_days(tx)
     buy_days = days[days["line_value"] > 0]
-    customers = np.sort(buy_days["customer_id"].unique())
+    # every customer with a valid sale line is scored, even if returns netted all their days out
+    sale_ts = tx.loc[~tx["is_cancellation"] & (tx["quantity"] > 0)].groupby("customer_id")["invoice_ts"]
+    first_sale = sale_ts.min()
+    customers = np.sort(first_sale.index.to_numpy())
     if len(customers) == 0:
         return pd.DataFrame(index=pd.Index([], name="customer_id", dtype="int64"))
     tx = tx[tx["customer_id"].isin(customers)]
     f = pd.DataFrame(index=pd.Index(customers, name="customer_id"))
 
-    first = buy_days.groupby("customer_id")["day"].min()
-    last = buy_days.groupby("customer_id")["day"].max()
-    last_ts = tx[~tx["is_cancellation"]].groupby("customer_id")["invoice_ts"].max()
-    f["recency_days"] = (end - last_ts.reindex(customers)).dt.total_seconds() / 86400.0
+    first = buy_days.groupby("customer_id")["day"].min().reindex(customers)
+    first = first.fillna(first_sale.dt.normalize().reindex(customers))
+    f["recency_days"] = (end - sale_ts.max().reindex(customers)).dt.total_seconds() / 86400.0
     f["tenure_days"] = (end - first).dt.days.astype("float64")
-    f["n_purchase_days"] = buy_days.groupby("customer_id").size().astype("float64")
+    f["n_purchase_days"] = buy_days.groupby("customer_id").size().reindex(customers, fill_value=0).astype("float64")
 
     # inter-purchase intervals over purchase days
     gaps = buy_days.groupby("customer_id")["day"].diff().dt.days
@@ -105,10 +108,10 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
     f["distinct_products"] = sales.groupby("customer_id")["stock_code"].nunique().astype("float64")
     f["unit_price_mean"] = sales.groupby("customer_id")["unit_price"].mean()
     age_days = (end - orders["ts"]).dt.total_seconds() / 86400.0
+    tx_age = (end - tx["invoice_ts"]).dt.total_seconds() / 86400.0
     for w in WINDOWS:
         in_w = age_days <= w
         f[f"orders_{w}d"] = in_w.groupby(ocust).sum().astype("float64")
-        tx_age = (end - tx["invoice_ts"]).dt.total_seconds() / 86400.0
         f[f"spend_{w}d"] = tx["line_value"].where(tx_age <= w, 0.0).groupby(tx["customer_id"]).sum()
     f["spend_total"] = tx.groupby("customer_id")["line_value"].sum()
     f["spend_trend"] = f["spend_90d"] / (f["spend_180d"] - f["spend_90d"]).abs().clip(lower=1.0)
@@ -124,7 +127,11 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
 
     # buy-till-you-die outputs as features (fitted on this snapshot's data only)
     summary = btyd.rfm_summary(tx, as_of)
-    bt = btyd.fit_and_predict(summary)
+    if (summary["frequency"] > 0).any():
+        bt = btyd.fit_and_predict(summary)
+    else:  # no repeat buyer yet (a young source): BG/NBD is not identified; the models impute
+        log.warning("features as of %s: no repeat purchases yet, BG/NBD features left empty", as_of)
+        bt = pd.DataFrame(index=summary.index, columns=list(btyd.PREDICTION_COLUMNS), dtype="float64")
     for col in bt.columns:
         f[col] = bt[col].reindex(customers)
 

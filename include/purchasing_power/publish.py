@@ -1,5 +1,8 @@
 """Publish: commit the staged predictions to ``predictions/ds=D/`` and write ``metrics/ds=D/metrics.json``.
 
+Both files depend only on the data and settings, never on the attempt: a rerun, a backfill or a
+fresh deployment writes the same bytes.
+
 The predictions file is copied byte for byte from the scoring stage's staging partition, so
 what was validated is exactly what is published; a rerun overwrites both files atomically.
 """
@@ -27,6 +30,17 @@ def predictions_path(storage: Storage, day: date) -> str:
 
 def metrics_path(storage: Storage, day: date) -> str:
     return storage.path("metrics", day, METRICS_FILE)
+
+
+#: Keys of the embed report that describe the data, not the attempt (timings and cache hits vary
+#: between a first run and a rerun; they stay in ``runs/ds=D/embed.json``).
+EMBED_STABLE_KEYS = ("model_id", "revision", "rows", "empty", "unique")
+
+
+def _stable_embedding(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {k: report[k] for k in EMBED_STABLE_KEYS if k in report}
 
 
 def publish_day(settings: Settings, day: date) -> dict[str, Any]:
@@ -64,7 +78,7 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
             "customers_scored": int(len(frame)),
         },
         "tier_counts": (reports.get("score") or {}).get("tier_counts"),
-        "embedding": reports.get("embed"),
+        "embedding": _stable_embedding(reports.get("embed")),
         "training": (reports.get("train") or {}).get("training"),
     }
     pred_path = out.write_bytes(predictions_path(out, day), payload)

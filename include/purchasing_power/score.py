@@ -60,6 +60,9 @@ def validate_predictions(df: pd.DataFrame) -> None:
         raise ValueError(f"predictions columns {list(df.columns)} != {list(OUTPUT_COLUMNS)}")
     if df["customer_id"].dtype != np.int64 or df["customer_id"].duplicated().any():
         raise ValueError("customer_id must be unique int64")
+    for col in ("p_purchase_30d", "expected_spend_90d"):
+        if not np.issubdtype(df[col].dtype, np.floating):
+            raise ValueError(f"{col} must be float64, got {df[col].dtype}")
     p = df["p_purchase_30d"].to_numpy()
     if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
         raise ValueError("p_purchase_30d must be finite and within [0, 1]")

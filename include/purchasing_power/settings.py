@@ -41,6 +41,13 @@ def default_demo_source(storage: str | None = None) -> str:
     return f"{(storage or default_storage()).rstrip('/')}/demo/ds=2024-12-31/transactions.parquet"
 
 
+#: Version of what the pipeline computes from a source (cleaning rules, features, labels, model
+#: recipe). It is part of every source-derived path, so bumping it after such a change makes
+#: every run recompute instead of reusing stale features or models. Published outputs are
+#: overwritten by the next run of their day.
+RECIPE_VERSION = 2
+
+
 @dataclass(frozen=True)
 class Settings:
     storage: str = field(default_factory=default_storage)
@@ -131,7 +138,9 @@ class Settings:
     def source_id(self) -> str:
         """Identity of (source, column map): namespaces every source-derived cache so that two
         sources never share extracted history in one storage root."""
-        key = json.dumps({"source": self.resolved_source, "column_map": self.column_map}, sort_keys=True)
+        key = json.dumps(
+            {"source": self.resolved_source, "column_map": self.column_map, "recipe": RECIPE_VERSION}, sort_keys=True
+        )
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def as_dict(self) -> dict[str, Any]:

@@ -12,6 +12,8 @@ mid-write never leaves a partial partition behind and its retry simply overwrite
 
 from __future__ import annotations
 
+import re
+
 import io
 import json
 import os
@@ -44,6 +46,16 @@ DATASETS = frozenset(
 )
 
 
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(value: str) -> date:
+    """Strict ``YYYY-MM-DD`` (``date.fromisoformat`` also takes ``20110831`` and week dates)."""
+    if not isinstance(value, str) or not _DAY_RE.fullmatch(value):
+        raise ValueError(f"day must be YYYY-MM-DD, got {value!r}")
+    return date.fromisoformat(value)
+
+
 def partition_path(root: str, dataset: str, day: date | str | None = None, name: str | None = None) -> str:
     """Map (dataset, day) to its storage path. Pure: touches no file system.
 
@@ -55,7 +67,7 @@ def partition_path(root: str, dataset: str, day: date | str | None = None, name:
     parts = [root.rstrip("/"), dataset]
     if day is not None:
         day_s = day if isinstance(day, str) else day.isoformat()
-        date.fromisoformat(day_s)  # raises ValueError on anything that is not YYYY-MM-DD
+        parse_day(day_s)
         parts.append(f"ds={day_s}")
     if name is not None:
         if "/" in name or name in {"", ".", ".."}:
@@ -99,7 +111,7 @@ class Storage:
             leaf = entry.rstrip("/").rsplit("/", 1)[-1]
             if leaf.startswith("ds="):
                 try:
-                    d = date.fromisoformat(leaf[3:])
+                    d = parse_day(leaf[3:])
                 except ValueError:
                     continue
                 if fs.exists(f"{base}/{leaf}/{name}"):

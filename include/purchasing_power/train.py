@@ -179,7 +179,8 @@ def fit_candidates(ctx: Context, anchor: date, *, force: bool = False) -> dict[s
     s = ctx.settings
     info_path = ctx.ws.work.path("models", anchor, TRAINING_INFO)
     if not force and ctx.ws.work.exists(info_path):
-        return ctx.ws.work.read_json(info_path) | {"reused": True}
+        log.info("anchor %s: candidates already fitted (%s), reusing them", anchor, info_path)
+        return ctx.ws.work.read_json(info_path)
     version = model_version(s, anchor, "model", ctx.text_key)
     e = anchor - timedelta(days=s.purchase_horizon_days)
     e_spend = anchor - timedelta(days=s.spend_horizon_days)
@@ -228,5 +229,12 @@ def train_day(settings: Settings, day: date) -> dict[str, Any]:
     anchor = anchor_for(settings, day)
     prev = previous_anchor(settings, anchor)
     champion = ensure_qualified(ctx, prev) if prev >= ctx.first_day else None
+    reused = not settings.force_retrain and ctx.ws.work.exists(ctx.ws.work.path("models", anchor, TRAINING_INFO))
     info = fit_candidates(ctx, anchor, force=settings.force_retrain)
-    return {"day": day.isoformat(), "anchor": anchor.isoformat(), "champion_anchor": prev.isoformat() if champion else None, "training": info}
+    return {
+        "day": day.isoformat(),
+        "anchor": anchor.isoformat(),
+        "champion_anchor": prev.isoformat() if champion else None,
+        "reused_fitted_candidates": reused,
+        "training": info,
+    }

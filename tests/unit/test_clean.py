@@ -1,0 +1,173 @@
+"""Clean: every raw row lands in clean or quarantine with the right reason; text normalisation;
+cancellations stay as negative lines."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from purchasing_power.clean import CLEAN_COLUMNS, REASONS, clean_frame, normalise_text, normalise_texts
+from purchasing_power.settings import CANONICAL_COLUMNS
+
+GOOD = ("540001", "22423", "REGENCY CAKESTAND 3 TIER", 2, "2011-08-31 12:00:00", 12.75, 14911.0, "EIRE")
+
+
+def _row(**changes) -> dict:
+    row = dict(zip(CANONICAL_COLUMNS, GOOD))
+    row.update(changes)
+    return row
+
+
+def _source(rows: list[dict]) -> pd.DataFrame:
+    """A source-like frame with every column as text (what a CSV source gives extract)."""
+    return pd.DataFrame(rows, columns=list(CANONICAL_COLUMNS)).astype(object)
+
+
+# -- the tiny fixture --------------------------------------------------------------------------
+
+
+def test_tiny_raw_reasons_and_counts_reconcile(tiny_raw, tiny_expected_reasons, as_raw_partition):
+    raw = as_raw_partition(tiny_raw)
+    clean, quarantine = clean_frame(raw)
+    assert len(raw) == len(clean) + len(quarantine) == 8
+    assert len(clean) == 4
+    expected_q = [r for r in tiny_expected_reasons if r is not None]
+    assert sorted(quarantine["reason"]) == sorted(expected_q)
+    # quarantined rows keep their raw values, plus reason/detail in front
+    assert list(quarantine.columns[:2]) == ["reason", "detail"]
+    by_reason = quarantine.set_index("reason")
+    assert by_reason.loc["missing_customer", "InvoiceNo"] == "536380"
+    assert by_reason.loc["non_positive_price", "detail"] == "UnitPrice=0.0"
+    assert by_reason.loc["unparseable_date", "detail"] == "InvoiceDate=not a date"
+    assert by_reason.loc["unparseable_date", "InvoiceDate_raw"] == "not a date"
+    assert by_reason.loc["duplicate_line", "detail"] == "exact duplicate of an earlier line on invoice 536383"
+    assert by_reason.loc["missing_customer", "detail"] == "CustomerID is empty (guest checkout)"
+
+
+def test_tiny_raw_clean_rows(tiny_raw, as_raw_partition):
+    clean, _ = clean_frame(as_raw_partition(tiny_raw))
+    assert list(clean.columns) == list(CLEAN_COLUMNS)
+    assert clean["invoice_no"].tolist() == ["536365", "536365", "C536379", "536383"]
+    assert clean["stock_code"].tolist() == ["71053", "85123A", "71053", "84029G"]  # sorted by ts, invoice, stock
+    assert clean["description"].tolist() == [
+        "WHITE METAL LANTERN",
+        "WHITE HANGING HEART T-LIGHT HOLDER",
+        "WHITE METAL LANTERN",
+        "KNITTED UNION FLAG HOT WATER BOTTLE",
+    ]
+    assert clean["customer_id"].tolist() == [17850, 17850, 17850, 13047]
+    assert clean["quantity"].tolist() == [6, 6, -2, 3]
+    assert clean["line_value"].round(2).tolist() == [20.34, 15.3, -6.78, 10.17]
+    assert {c: str(t) for c, t in clean.dtypes.items()} == {
+        "invoice_no": "object",
+        "stock_code": "object",
+        "description": "object",
+        "quantity": "int64",
+        "invoice_ts": "datetime64[ns]",
+        "unit_price": "float64",
+        "customer_id": "int64",
+        "country": "object",
+        "is_cancellation": "bool",
+        "line_value": "float64",
+    }
+
+
+def test_cancellation_is_kept_as_a_negative_line(as_raw_partition):
+    raw = as_raw_partition(_source([_row(InvoiceNo=" c540002 ", Quantity="-3", UnitPrice="2.5")]))
+    clean, quarantine = clean_frame(raw)
+    assert quarantine.empty
+    row = clean.iloc[0]
+    assert row["invoice_no"] == "C540002"
+    assert bool(row["is_cancellation"]) is True
+    assert row["quantity"] == -3
+    assert row["line_value"] == pytest.approx(-7.5)
+
+
+# -- one row per reason ------------------------------------------------------------------------
+
+REASON_ROWS = {
+    "unparseable_date": (_row(InvoiceDate="31/31/2011 25:00"), "InvoiceDate=31/31/2011 25:00"),
+    "missing_invoice": (_row(InvoiceNo="   "), "InvoiceNo is empty"),
+    "missing_customer": (_row(CustomerID=None), "CustomerID is empty (guest checkout)"),
+    "invalid_customer": (_row(CustomerID="abc"), "CustomerID=abc"),
+    "invalid_quantity": (_row(Quantity="1.5"), "Quantity=1.5"),
+    "zero_quantity": (_row(Quantity="0"), "Quantity=0"),
+    "invalid_price": (_row(UnitPrice="n/a"), "UnitPrice=n/a"),
+    "non_positive_price": (_row(UnitPrice="-1.0"), "UnitPrice=-1.0"),
+    "negative_quantity_without_cancellation": (_row(Quantity="-2"), "Quantity=-2.0 on invoice 540001"),
+    "cancellation_with_positive_quantity": (_row(InvoiceNo="C540001"), "Quantity=2.0 on invoice C540001"),
+    "non_sale_adjustment": (_row(StockCode="bank charges"), "StockCode=BANK CHARGES"),
+}
+
+
+def test_every_reason_has_a_case():
+    assert set(REASON_ROWS) | {"duplicate_line"} == set(REASONS)
+
+
+@pytest.mark.parametrize("reason", sorted(REASON_ROWS))
+def test_each_bad_row_gets_its_reason(reason, as_raw_partition):
+    bad, detail = REASON_ROWS[reason]
+    raw = as_raw_partition(_source([_row(), bad]))
+    clean, quarantine = clean_frame(raw)
+    assert len(clean) == 1 and clean["invoice_no"].iloc[0] == "540001"
+    assert quarantine["reason"].tolist() == [reason]
+    assert quarantine["detail"].tolist() == [detail]
+
+
+def test_duplicate_keeps_the_first_and_quarantines_the_rest(as_raw_partition):
+    raw = as_raw_partition(_source([_row(), _row(), _row(Quantity="3"), _row()]))
+    clean, quarantine = clean_frame(raw)
+    assert clean["quantity"].tolist() == [2, 3]
+    assert quarantine["reason"].tolist() == ["duplicate_line", "duplicate_line"]
+
+
+def test_first_applicable_reason_wins(as_raw_partition):
+    # missing customer AND zero price AND zero quantity: the earliest check is recorded
+    raw = as_raw_partition(_source([_row(CustomerID=None, UnitPrice="0", Quantity="0")]))
+    _, quarantine = clean_frame(raw)
+    assert quarantine["reason"].tolist() == ["missing_customer"]
+
+
+def test_counts_reconcile_on_a_mixed_frame(as_raw_partition):
+    rows = [_row()] + [bad for bad, _ in REASON_ROWS.values()] + [_row(), _row(InvoiceNo="540003")]
+    raw = as_raw_partition(_source(rows))
+    clean, quarantine = clean_frame(raw)
+    assert len(raw) == 14
+    assert (len(clean), len(quarantine)) == (2, 12)
+    assert quarantine["reason"].value_counts().to_dict() == {r: 1 for r in REASONS}
+
+
+def test_clean_frame_of_an_empty_partition(as_raw_partition, tiny_raw):
+    clean, quarantine = clean_frame(as_raw_partition(tiny_raw.iloc[0:0]))
+    assert clean.empty and quarantine.empty
+    assert list(clean.columns) == list(CLEAN_COLUMNS)
+
+
+# -- text normalisation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("  white   metal\tlantern \n", "WHITE METAL LANTERN"),
+        ("Café crème", "CAFÉ CRÈME"),
+        ("Cafe\u0301", "CAFÉ"),  # combining accent composed by NFKC
+        ("\ufb01ne \uff21\uff22\uff23", "FINE ABC"),  # ligature and full-width letters folded
+        ("a\u00a0b", "A B"),  # no-break space is whitespace
+        ("tab\x00null\x07bell", "TAB NULL BELL"),  # control characters become spaces
+        ("stra\u00dfe", "STRASSE"),
+        ("日本語", "日本語"),
+        (None, ""),
+        (float("nan"), ""),
+        (12, "12"),
+    ],
+)
+def test_normalise_text(value, expected):
+    assert normalise_text(value) == expected
+
+
+def test_normalise_texts_maps_a_column_and_fills_missing():
+    s = pd.Series([" a  b", None, " a  b", "c"], index=[10, 11, 12, 13])
+    out = normalise_texts(s)
+    assert out.tolist() == ["A B", "", "A B", "C"]
+    assert out.index.tolist() == [10, 11, 12, 13]

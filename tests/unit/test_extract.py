@@ -1,0 +1,163 @@
+"""Extract: column mapping onto the canonical schema, raw partitions per invoice day, reruns."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from purchasing_power.extract import RAW_FILE, SourceError, Workspace, extract_day, map_columns, read_source
+from purchasing_power.settings import CANONICAL_COLUMNS
+
+DAY = date(2011, 8, 31)
+
+
+def _online_retail_ii() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Invoice": ["489434", "C489449"],
+            "StockCode": ["85048", "22087"],
+            "Description": ["15CM CHRISTMAS GLASS BALL 20 LIGHTS", "PAPER BUNTING WHITE LACE"],
+            "Quantity": [12, -12],
+            "InvoiceDate": ["2009-12-01 07:45:00", "2009-12-01 10:33:00"],
+            "Price": [6.95, 2.95],
+            "Customer ID": [13085.0, 16321.0],
+            "Country": ["United Kingdom", "Australia"],
+            "Extra": ["dropped", "dropped"],
+        }
+    )
+
+
+# -- map_columns --------------------------------------------------------------------------------
+
+
+def test_map_columns_recognises_online_retail_ii_names():
+    out = map_columns(_online_retail_ii(), {})
+    assert list(out.columns) == list(CANONICAL_COLUMNS)
+    assert out["InvoiceNo"].tolist() == ["489434", "C489449"]
+    assert out["UnitPrice"].tolist() == [6.95, 2.95]
+    assert out["CustomerID"].tolist() == [13085.0, 16321.0]
+    assert out["InvoiceDate"].tolist() == ["2009-12-01 07:45:00", "2009-12-01 10:33:00"]  # still text here
+
+
+def test_map_columns_keeps_canonical_frames_and_drops_extras(tiny_raw):
+    out = map_columns(tiny_raw.assign(Extra=1)[["Extra", *reversed(CANONICAL_COLUMNS)]], {})
+    pd.testing.assert_frame_equal(out, tiny_raw)
+
+
+def test_map_columns_explicit_map_wins():
+    df = _online_retail_ii().rename(columns={"Invoice": "Bill", "Customer ID": "Client"})
+    out = map_columns(df, {"Bill": "InvoiceNo", "Price": "UnitPrice", "Client": "CustomerID"})
+    assert out["InvoiceNo"].tolist() == ["489434", "C489449"]
+    assert out["CustomerID"].tolist() == [13085.0, 16321.0]
+
+
+def test_map_columns_missing_required_column_is_named():
+    df = _online_retail_ii().drop(columns=["Country"])
+    with pytest.raises(SourceError, match=r"source tx\.csv is missing canonical column\(s\) \['Country'\]"):
+        map_columns(df, {}, source="tx.csv")
+
+
+def test_map_columns_unknown_map_key_is_named():
+    with pytest.raises(SourceError, match=r"column_map names columns \['Bill'\]"):
+        map_columns(_online_retail_ii(), {"Bill": "InvoiceNo"})
+
+
+def test_source_error_is_a_value_error():
+    assert issubclass(SourceError, ValueError)
+
+
+def test_read_source_csv_with_online_retail_ii_names(tmp_path):
+    path = tmp_path / "online_retail_ii.csv"
+    _online_retail_ii().to_csv(path, index=False)
+    out = read_source(str(path))
+    assert list(out.columns) == list(CANONICAL_COLUMNS)
+    assert out["InvoiceNo"].tolist() == ["489434", "C489449"]
+    with pytest.raises(FileNotFoundError, match="source file not found"):
+        read_source(str(tmp_path / "missing.parquet"))
+
+
+# -- extract_day end to end ---------------------------------------------------------------------
+
+
+def _raw_files(settings) -> dict[str, bytes]:
+    ws = Workspace.for_settings(settings)
+    base = ws.work.path("raw")
+    out = {}
+    for folder in sorted(os.listdir(base)):
+        for name in sorted(os.listdir(f"{base}/{folder}")):
+            with open(f"{base}/{folder}/{name}", "rb") as fh:
+                out[f"{folder}/{name}"] = fh.read()
+    return out
+
+
+def test_extract_day_writes_one_raw_partition_per_invoice_day(settings_factory, tmp_path):
+    settings = settings_factory()
+    report = extract_day(settings, DAY)
+    ws = Workspace.for_settings(settings)
+    assert ws.work.root == f"{tmp_path}/data/sources/{settings.source_id}"
+    assert report["raw_path"] == f"{tmp_path}/data/sources/{settings.source_id}/raw/ds=2011-08-31/{RAW_FILE}"
+    assert {k: report[k] for k in ("rows_in_source", "rows_up_to_day", "rows_of_day", "rows_undated", "rows_after_day", "partitions_written", "first_day")} == {
+        "rows_in_source": 8,
+        "rows_up_to_day": 7,
+        "rows_of_day": 5,
+        "rows_undated": 1,
+        "rows_after_day": 0,
+        "partitions_written": 2,
+        "first_day": "2011-08-30",
+    }
+    assert list(_raw_files(settings)) == ["ds=2011-08-30/raw.parquet", "ds=2011-08-31/raw.parquet"]
+    assert ws.work.list_days("raw", RAW_FILE) == [date(2011, 8, 30), DAY]
+
+    d30 = ws.work.read_parquet(ws.work.path("raw", date(2011, 8, 30), RAW_FILE))
+    d31 = ws.work.read_parquet(ws.work.path("raw", DAY, RAW_FILE))
+    assert d30["InvoiceNo"].tolist() == ["536365", "536365"]
+    # the run day holds its own rows plus the undated one (quarantined later by clean)
+    assert len(d31) == 6
+    undated = d31[d31["InvoiceDate"].isna()]
+    assert undated["InvoiceDate_raw"].tolist() == ["not a date"]
+    assert str(d31["InvoiceDate"].dtype) == "datetime64[ns]"
+    assert d31["InvoiceDate"].dropna().dt.date.eq(DAY).all()
+
+
+def test_extract_day_fills_gap_days_and_ignores_later_rows(settings_factory, make_raw):
+    rows = [
+        ("1", "A", "X", 1, "2011-08-28 10:00:00", 1.0, 1.0, "UK"),
+        ("2", "A", "X", 1, "2011-08-31 10:00:00", 1.0, 1.0, "UK"),
+        ("3", "A", "X", 1, "2011-09-01 00:00:00", 1.0, 1.0, "UK"),  # after the run day
+    ]
+    settings = settings_factory(make_raw(rows))
+    report = extract_day(settings, DAY)
+    assert report["rows_after_day"] == 1 and report["partitions_written"] == 4
+    ws = Workspace.for_settings(settings)
+    assert ws.work.list_days("raw", RAW_FILE) == [date(2011, 8, 28), date(2011, 8, 29), date(2011, 8, 30), DAY]
+    assert len(ws.work.read_parquet(ws.work.path("raw", date(2011, 8, 29), RAW_FILE))) == 0
+    assert ws.work.read_parquet(ws.work.path("raw", DAY, RAW_FILE))["InvoiceNo"].tolist() == ["2"]
+
+
+def test_extract_day_rerun_is_byte_identical(settings_factory):
+    settings = settings_factory()
+    extract_day(settings, DAY)
+    first = _raw_files(settings)
+    report = extract_day(settings, DAY)
+    assert report["partitions_written"] == 1  # only the run day is rewritten; history is kept
+    assert _raw_files(settings) == first
+
+
+def test_extract_day_two_sources_never_share_raw_history(settings_factory, tiny_raw):
+    a = settings_factory(tiny_raw, name="a.parquet")
+    b = settings_factory(tiny_raw.iloc[:2], name="b.parquet")
+    assert a.source_id != b.source_id
+    extract_day(a, DAY)
+    extract_day(b, DAY)
+    ws_a, ws_b = Workspace.for_settings(a), Workspace.for_settings(b)
+    assert len(ws_a.work.read_parquet(ws_a.work.path("raw", DAY, RAW_FILE))) == 6
+    assert len(ws_b.work.read_parquet(ws_b.work.path("raw", DAY, RAW_FILE))) == 0
+
+
+def test_extract_day_rejects_an_empty_source(settings_factory, tiny_raw):
+    settings = settings_factory(tiny_raw.iloc[0:0])
+    with pytest.raises(SourceError, match="has no rows"):
+        extract_day(settings, DAY)
