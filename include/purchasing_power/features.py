@@ -127,6 +127,14 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
 
     # buy-till-you-die outputs as features (fitted on this snapshot's data only)
     summary = btyd.rfm_summary(tx, as_of)
+    netted_out = customers[~np.isin(customers, summary.index.to_numpy())]
+    if len(netted_out):  # sales fully returned: one-time buyers with nothing kept (frequency 0)
+        T = (end - first_sale.reindex(netted_out).dt.normalize()).dt.days.astype("float64")
+        extra = pd.DataFrame(
+            {"frequency": 0.0, "recency": 0.0, "T": T.to_numpy(), "monetary_value": 0.0, "n_orders": 1},
+            index=pd.Index(netted_out, name=summary.index.name),
+        )
+        summary = pd.concat([summary, extra.astype(summary.dtypes.to_dict())]).sort_index()
     if (summary["frequency"] > 0).any():
         bt = btyd.fit_and_predict(summary)
     else:  # no repeat buyer yet (a young source): BG/NBD is not identified; the models impute

@@ -59,12 +59,14 @@ def airflow_env(tmp_path_factory) -> AirflowEnv:
     return AirflowEnv(home=home, env=env)
 
 
-def failure_excerpt(text: str, width: int = 60) -> str:
-    """The lines around the first task error of a run's log (else its tail)."""
+def failure_excerpt(text: str, width: int = 40) -> str:
+    """The first task error of a run's log, stack frames dropped (else the log's tail)."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if "Task failed with exception" in line or "Traceback" in line:
-            return "\n".join(lines[max(0, i - 5): i + width])
+        if "Task failed with exception" in line:
+            body = [ln for ln in lines[i: i + 400] if not ln.strip().startswith(("File ", "^", "~"))]
+            body = [ln for ln in body if ln.strip() and not ln.startswith("    ")]
+            return "\n".join(body[:width])
     return "\n".join(lines[-width:])
 
 

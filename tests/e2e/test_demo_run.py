@@ -44,6 +44,8 @@ def customers_with_purchase(raw, day: date) -> set[int]:
         & (pd.to_numeric(raw["Quantity"], errors="coerce") > 0)
         & (pd.to_numeric(raw["UnitPrice"], errors="coerce") > 0)
         & ~raw["InvoiceNo"].astype(str).str.upper().str.startswith(("C", "A"))
+        # fees and charges are not purchases (the README's contract lists them)
+        & ~raw["StockCode"].astype(str).str.upper().isin({"AMAZONFEE", "BANK CHARGES", "B", "CRUK", "ADJUST", "ADJUST2"})
     )
     return set(cust[ok].astype("int64"))
 
