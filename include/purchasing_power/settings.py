@@ -104,7 +104,7 @@ class Settings:
                 value = _parse_column_map(value)
             if key == "candidates":
                 value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-            kw[key] = value
+            kw[key] = _coerce(key, value, getattr(self, key))
         return replace(self, **kw).validated()
 
     def validated(self) -> Settings:
@@ -145,6 +145,31 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Run conf may come untyped (CLI --conf, REST): turn "false"/"3"/"0.1" into the field's type."""
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in {"true", "1", "yes", "on"}:
+                return True
+            if low in {"false", "0", "no", "off"}:
+                return False
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be an integer, got {value!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a number, got {value!r}") from None
+    return value
 
 
 def _parse_column_map(value: Any) -> dict[str, str]:

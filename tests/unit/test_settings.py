@@ -162,3 +162,13 @@ def test_resolve_day_errors():
         resolve_day("31/08/2011", datetime(2011, 9, 1, tzinfo=UTC), None)
     with pytest.raises(ValueError, match="no 'day' Param and no logical date"):
         resolve_day(None, None, None)
+
+
+def test_with_conf_coerces_untyped_conf_values():
+    s = Settings().with_conf({"force_retrain": "false", "seed": "3", "gate_min_lift": "0.01", "use_smote": "true"})
+    assert s.force_retrain is False and s.use_smote is True
+    assert s.seed == 3 and s.gate_min_lift == 0.01
+    with pytest.raises(ValueError, match="force_retrain must be true or false"):
+        Settings().with_conf({"force_retrain": "maybe"})
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        Settings().with_conf({"seed": "x"})
