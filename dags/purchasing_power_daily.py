@@ -28,14 +28,15 @@ otherwise the day before it was triggered. Backfilling `2011-09-01..2011-09-30` 
 2011-08-31 .. 2011-09-29.
 
 ```
-extract → clean → embed (gpu queue/pool) → features → train (SMOTE inside) → evaluate → gate → score → publish
+extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → features → train (SMOTE inside) → evaluate → gate → score → publish
 ```
 
 * **extract** reads `source` (Parquet/CSV, path or fsspec URI), maps `column_map`, writes one raw
   partition per invoice day: day D always, earlier days only if not yet extracted.
 * **clean** normalises text, keeps cancellations/returns as negative lines, and quarantines bad rows
   with a `reason` in `quarantine/ds=D/` (read = clean + quarantined).
-* **embed** embeds product texts never seen before into a content-addressed cache.
+* **embed_plan / embed** split the product texts never seen before into shards and embed
+  each shard in a mapped task (queue and pool `gpu`) into a content-addressed cache.
 * **features** point-in-time features as of D (nothing at or after D+1 00:00).
 * **train / evaluate / gate** fit candidates on the anchor day (every 30 days) from closed snapshots,
   compare them with BG/NBD, recency and the champion on the latest closed window, and promote
@@ -53,12 +54,15 @@ default_args = {
 }
 
 
+def _when() -> tuple[dict, object, object]:
+    ctx = get_current_context()
+    return ctx["params"], ctx.get("logical_date"), getattr(ctx["dag_run"], "run_after", None)
+
+
 def _run(stage: str) -> str:
     from purchasing_power.pipeline import run_stage
 
-    ctx = get_current_context()
-    dag_run = ctx["dag_run"]
-    return run_stage(stage, ctx["params"], ctx.get("logical_date"), getattr(dag_run, "run_after", None))
+    return run_stage(stage, *_when())
 
 
 @dag(
@@ -117,13 +121,21 @@ def purchasing_power_daily():
         """Validate and normalise; quarantine bad rows with a reason."""
         return _run("clean")
 
-    @task(queue="gpu", pool="gpu")
-    def embed(_: str) -> str:
-        """Embed product texts not yet in the cache (GPU when available, CPU fallback logged)."""
-        return _run("embed")
-
     @task
-    def features(_: str) -> str:
+    def embed_plan(_: str) -> list[str]:
+        """Split the texts the embedding cache lacks into shards; returns the shard paths."""
+        from purchasing_power.pipeline import run_embed_plan
+
+        return run_embed_plan(*_when())
+
+    @task(queue="gpu", pool="gpu", doc_md="Embed one shard of new texts into the cache (GPU when available, CPU fallback logged).")
+    def embed(shard: str) -> str:
+        from purchasing_power.pipeline import run_embed_shard
+
+        return run_embed_shard(shard, *_when())
+
+    @task(trigger_rule="none_failed")
+    def features(_: object) -> str:
         """Point-in-time customer features as of the end of D."""
         return _run("features")
 
@@ -152,7 +164,8 @@ def purchasing_power_daily():
         """Commit predictions/ds=D and metrics/ds=D atomically."""
         return _run("publish")
 
-    publish(score(gate(evaluate(train(features(embed(clean(extract()))))))))
+    shards = embed.expand(shard=embed_plan(clean(extract())))
+    publish(score(gate(evaluate(train(features(shards))))))
 
 
 purchasing_power_daily()

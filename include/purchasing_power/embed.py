@@ -275,7 +275,10 @@ def resolve_device(device: str) -> str:
 
     device = (device or "auto").lower()
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("embed: no CUDA device here, falling back to CPU (%d threads)", torch.get_num_threads())
+        return "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             log.warning("CUDA requested but not available; falling back to CPU")
@@ -1020,4 +1023,67 @@ def embed_day(settings: Any, day: Any) -> dict[str, Any]:
     with_text = report["rows"] - report["empty"]
     report["day"] = day.isoformat()
     report["dedup_ratio"] = round(with_text / report["new"], 1) if report["new"] else None
+    return report
+
+
+SHARD_FILE = "shard-{:04d}.parquet"
+
+
+def _day_texts(settings: Any, day: Any) -> tuple[Any, list[Any]]:
+    from purchasing_power.clean import load_clean_history
+    from purchasing_power.extract import Workspace
+
+    ws = Workspace.for_settings(settings)
+    tx = load_clean_history(settings, day)
+    return ws, (tx["description"].tolist() if len(tx) else [])
+
+
+def plan_day(settings: Any, day: Any) -> dict[str, Any]:
+    """Stage function (Airflow): split the texts the cache lacks into shards of at most
+    ``settings.embed_shard_texts`` and write each as ``embed_shards/ds=D/shard-NNNN.parquet``.
+
+    Always writes at least one shard (possibly empty), so the mapped embed tasks and everything
+    downstream run even on a day with nothing new. Stale shards of an earlier attempt are removed.
+    The report (``runs/ds=D/embed.json``, read by publish) lists the shard paths."""
+    import pandas as pd
+
+    if not settings.use_text:
+        return {"day": day.isoformat(), "skipped": "use_text is off", "shards": []}
+    ws, texts = _day_texts(settings, day)
+    rows, empty, unique = _split(texts)
+    shards = plan_shards(unique, settings.embed_shard_texts, storage=ws.out, settings=settings) or [[]]
+    ref = resolve_model(settings.embed_model)
+    folder = ws.out.path("embed_shards", day)
+    if ws.out.fs.exists(folder):
+        ws.out.fs.rm(folder, recursive=True)
+    paths = []
+    for i, shard in enumerate(shards):
+        frame = pd.DataFrame({"text": pd.Series(shard, dtype="string")})
+        paths.append(ws.out.write_parquet(frame, ws.out.path("embed_shards", day, SHARD_FILE.format(i))))
+    new = sum(len(sh) for sh in shards)
+    with_text = rows - empty
+    return {
+        "day": day.isoformat(),
+        "rows": rows,
+        "empty": empty,
+        "unique": len(unique),
+        "cached": len(unique) - new,
+        "new": new,
+        "dedup_ratio": round(with_text / new, 1) if new else None,
+        "model_id": ref.model_id,
+        "revision": ref.revision,
+        "shards": paths,
+    }
+
+
+def embed_shard(settings: Any, day: Any, shard: str) -> dict[str, Any]:
+    """Stage function (Airflow, mapped): embed one shard's texts into the cache. Shards write
+    separate content-addressed parts, so they merge by construction and a retried shard
+    rewrites the same part."""
+    from purchasing_power.extract import Workspace
+
+    ws = Workspace.for_settings(settings)
+    texts = ws.out.read_parquet(shard)["text"].tolist()
+    report = embed_new(texts, ws.out, settings)
+    report.update(day=day.isoformat(), shard=shard)
     return report

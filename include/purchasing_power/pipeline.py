@@ -17,6 +17,13 @@ from purchasing_power.storage import Storage
 
 log = logging.getLogger(__name__)
 
+#: Stages the DAG runs in other shapes: ``embed`` becomes ``embed_plan`` + ``embed_shard``
+#: mapped over the plan's shards (dynamic task mapping).
+EXTRA_STAGES: dict[str, str] = {
+    "embed_plan": "purchasing_power.embed:plan_day",
+    "embed_shard": "purchasing_power.embed:embed_shard",
+}
+
 #: stage name -> "module:function"; each function takes (settings, day) and returns a JSON-able report.
 STAGES: dict[str, str] = {
     "extract": "purchasing_power.extract:extract_day",
@@ -33,9 +40,9 @@ STAGES: dict[str, str] = {
 
 def stage_function(name: str) -> Callable[[Settings, date], dict[str, Any]]:
     try:
-        target = STAGES[name]
+        target = STAGES.get(name) or EXTRA_STAGES[name]
     except KeyError:
-        raise ValueError(f"unknown stage {name!r}; stages are {list(STAGES)}") from None
+        raise ValueError(f"unknown stage {name!r}; stages are {list(STAGES) + list(EXTRA_STAGES)}") from None
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
 
@@ -49,15 +56,19 @@ def run_stage(
     params: Mapping[str, Any] | None = None,
     logical_date: datetime | None = None,
     run_after: datetime | None = None,
+    *,
+    report_name: str | None = None,
+    **kwargs: Any,
 ) -> str:
-    """Run one stage for the run's day; return the path of its report."""
+    """Run one stage for the run's day; return the path of its report
+    (``runs/ds=D/<report_name or name>.json``). ``kwargs`` go to the stage function."""
     params = dict(params or {})
     settings = settings_for(params)
     day = resolve_day(params.get("day"), logical_date, run_after)
     log.info("stage %s for day %s (storage %s, source %s)", name, day, settings.storage, settings.resolved_source)
-    report = stage_function(name)(settings, day)
+    report = stage_function(name)(settings, day, **kwargs)
     out = Storage.at(settings.storage)
-    return out.write_json(report, out.path("runs", day, f"{name}.json"))
+    return out.write_json(report, out.path("runs", day, f"{report_name or name}.json"))
 
 
 def run_all(params: Mapping[str, Any] | None = None, day: date | None = None) -> dict[str, str]:
@@ -67,3 +78,16 @@ def run_all(params: Mapping[str, Any] | None = None, day: date | None = None) ->
     if day is not None:
         params["day"] = day.isoformat()
     return {name: run_stage(name, params) for name in STAGES}
+
+
+def run_embed_plan(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> list[str]:
+    """The DAG's ``embed_plan`` task: plan the shards (report saved as ``runs/ds=D/embed.json``)
+    and return the shard paths to map the embed task over (paths only, never texts)."""
+    path = run_stage("embed_plan", params, logical_date, run_after, report_name="embed")
+    return list(Storage.at(settings_for(params).storage).read_json(path)["shards"])
+
+
+def run_embed_shard(shard: str, params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> str:
+    """The DAG's mapped ``embed`` task for one shard; its report is ``runs/ds=D/embed-<shard>.json``."""
+    name = shard.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
+    return run_stage("embed_shard", params, logical_date, run_after, report_name=f"embed-{name}", shard=shard)

@@ -57,6 +57,7 @@ class Settings:
     embed_device: str = "auto"  # auto | cpu | cuda
     embed_batch_size: int = 256
     embed_threads: int = 0  # 0: one per available core
+    embed_shard_texts: int = 20000  # most new texts per mapped embed task
     force_retrain: bool = False
     seed: int = 42
     retrain_every_days: int = 30  # models are fitted on anchor days: every N days on a fixed grid

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+import functools
 import io
 import json
 import os
@@ -33,6 +34,7 @@ DATASETS = frozenset(
         "clean",  # per invoice day, validated and normalised rows
         "quarantine",  # per run day, rejected rows with a ``reason``
         "features",  # per snapshot day, point-in-time customer features
+        "embed_shards",  # per run day, the texts each mapped embed task handles
         "training",  # per run day, the stacked training/evaluation table used by the fit
         "models",  # per anchor day, fitted model artefacts
         "evaluation",  # per run day, candidate/baseline/champion metrics before the gate
@@ -86,7 +88,7 @@ class Storage:
     def at(cls, root: str) -> Storage:
         if "://" not in root:
             root = os.path.abspath(root)
-        return cls(root=root.rstrip("/"))
+        return cls(root=normalise_uri(root).rstrip("/"))
 
     # -- paths -------------------------------------------------------------------------------
     def path(self, dataset: str, day: date | str | None = None, name: str | None = None) -> str:
@@ -163,26 +165,69 @@ class Storage:
             return json.load(fh)
 
 
+#: ``conn_id@scheme://rest``: the connection written before the scheme (the README's form).
+_CONN_FIRST_RE = re.compile(r"^(?P<conn>[A-Za-z0-9_.\-]+)@(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$", re.S)
+
+
+def normalise_uri(uri: str) -> str:
+    """``conn_id@s3://bucket/prefix`` -> ``s3://conn_id@bucket/prefix`` (Airflow's
+    ``ObjectStoragePath`` form); anything else is returned unchanged."""
+    m = _CONN_FIRST_RE.match(uri)
+    return f"{m['scheme']}://{m['conn']}@{m['rest']}" if m else uri
+
+
 def filesystem_for(uri: str) -> fsspec.AbstractFileSystem:
     """The fsspec file system for a path or URI.
 
-    ``scheme://conn_id@bucket/...`` URIs are resolved through Airflow's ``ObjectStoragePath``
-    so that credentials come from an Airflow connection; plain URIs use fsspec's defaults
-    (environment credentials); paths without a scheme are local.
+    ``scheme://conn_id@bucket/...`` (or ``conn_id@scheme://bucket/...``) URIs are resolved
+    through Airflow's ``ObjectStoragePath`` so that credentials come from an Airflow connection;
+    the returned file system accepts paths with or without the ``conn_id@`` part. Plain URIs use
+    fsspec's defaults (environment credentials, e.g. ``AWS_ENDPOINT_URL``); paths without a
+    scheme are local.
     """
     import fsspec
 
+    uri = normalise_uri(uri)
     if "://" in uri:
         scheme, rest = uri.split("://", 1)
         if "@" in rest.split("/", 1)[0] and scheme != "file":
             from airflow.sdk import ObjectStoragePath  # only needed for connection-style URIs
 
-            return ObjectStoragePath(uri).fs
+            return _connection_fs(ObjectStoragePath(uri).fs)
         return fsspec.filesystem(scheme)
     return fsspec.filesystem("file")
 
 
+def _connection_fs(fs: fsspec.AbstractFileSystem) -> fsspec.AbstractFileSystem:
+    """Wrap the file system of an Airflow connection so that every path given to it may keep
+    its ``conn_id@`` part (``fs.exists("s3://conn@bucket/key")``): the bare one would read
+    ``conn@bucket`` as the bucket name."""
+    return _connection_fs_class()(fs=fs)
+
+
+@functools.cache
+def _connection_fs_class() -> type:
+    from fsspec.implementations.dirfs import DirFileSystem
+
+    class ConnectionFileSystem(DirFileSystem):
+        """A DirFileSystem without a prefix whose only path rewrite drops ``conn_id@``."""
+
+        def __init__(self, fs: fsspec.AbstractFileSystem) -> None:
+            super().__init__(path="/", fs=fs)
+            self.path = ""
+
+        def _join(self, path):  # type: ignore[override]
+            if isinstance(path, str):
+                return _strip_conn(path)
+            if isinstance(path, dict):
+                return {self._join(k): v for k, v in path.items()}
+            return [self._join(p) for p in path]
+
+    return ConnectionFileSystem
+
+
 def _strip_conn(uri: str) -> str:
+    uri = normalise_uri(uri)
     if "://" in uri:
         scheme, rest = uri.split("://", 1)
         head, _, tail = rest.partition("/")

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 DAG_ID = "purchasing_power_daily"
-STAGES = ["extract", "clean", "embed", "features", "train", "evaluate", "gate", "score", "publish"]
+STAGES = ["extract", "clean", "embed_plan", "embed", "features", "train", "evaluate", "gate", "score", "publish"]
 HEAVY = ("torch", "transformers", "sklearn", "pandas", "numpy", "imblearn", "pyarrow", "scipy", "sentence_transformers")
 
 PROBE = r"""
@@ -52,6 +52,10 @@ def test_tasks_and_dependencies_as_documented(dagbag):
         assert dag.get_task(down).upstream_task_ids == {up}
     assert dag.get_task("embed").queue == "gpu"
     assert dag.get_task("embed").pool == "gpu"
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(dag.get_task("embed"), MappedOperator), "embed is mapped over the plan's shards"
+    assert dag.get_task("features").trigger_rule == "none_failed"  # runs when no shard had work
     assert dag.get_task("extract").retries >= 1 and dag.get_task("extract").retry_exponential_backoff
     for t in dag.tasks:
         assert t.doc_md or t.doc, f"task {t.task_id} has no doc"

@@ -1,0 +1,56 @@
+"""The embed stage as the DAG runs it: plan shards of new texts, embed each shard (mapped
+tasks), merge through the cache; a rerun plans one empty shard and removes stale ones."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from purchasing_power import embed
+from purchasing_power.pipeline import run_embed_plan, run_embed_shard, run_stage
+from purchasing_power.storage import Storage
+
+DAY = date(2011, 8, 31)
+
+
+def _params(settings) -> dict:
+    return {"day": DAY.isoformat(), "source": settings.source, "embed_shard_texts": 2}
+
+
+def test_plan_map_merge_and_rerun(settings_factory, monkeypatch):
+    settings = settings_factory()
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", settings.storage)
+    params = _params(settings)
+    run_stage("extract", params)
+    run_stage("clean", params)
+
+    shards = run_embed_plan(params)
+    out = Storage.at(settings.storage)
+    texts = [t for sh in shards for t in out.read_parquet(sh)["text"]]
+    # tiny_raw has 3 distinct clean descriptions -> shards of at most 2 texts
+    assert len(shards) == 2 and sorted(texts) == sorted(set(texts)) and len(texts) == 3
+    report = json.loads(Path(out.path("runs", DAY, "embed.json")).read_text())
+    assert report["new"] == 3 and report["cached"] == 0 and report["shards"] == shards
+
+    for sh in shards:
+        shard_report = json.loads(Path(run_embed_shard(sh, params)).read_text())
+        assert shard_report["new"] == len(out.read_parquet(sh))
+    vectors = embed.load_vectors(texts, out, settings)
+    assert vectors.shape == (3, 384)
+
+    # a rerun: nothing new, one empty shard, the stale shard file is gone
+    again = run_embed_plan(params)
+    assert len(again) == 1 and out.read_parquet(again[0]).empty
+    assert sorted(p.name for p in Path(out.path("embed_shards", DAY)).iterdir()) == ["shard-0000.parquet"]
+    rerun = json.loads(Path(run_embed_shard(again[0], params)).read_text())
+    assert rerun["new"] == 0
+
+
+def test_plan_skips_when_text_is_off(settings_factory, monkeypatch):
+    settings = settings_factory()
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", settings.storage)
+    params = _params(settings) | {"use_text": False}
+    run_stage("extract", params)
+    run_stage("clean", params)
+    assert run_embed_plan(params) == []
