@@ -403,12 +403,12 @@ class _PackedBert:
             for s in chunks:
                 torch.addmm(bqkv, x[s].to(cd), wqkv, out=qkv[s])
             for r0, n, g, G in groups:
+                # Attention is computed per (text, head) independently: a text's result does not
+                # depend on how many texts share its group, so no dummy rows are needed here.
                 blk = qkv[r0 : r0 + g * n].view(g, n, 3, H, d // H)
-                if g < G:
-                    blk = torch.cat([blk, blk.new_zeros(G - g, n, 3, H, d // H)])
                 q, k, v = blk.permute(2, 0, 3, 1, 4).unbind(0)
-                a = F.scaled_dot_product_attention(q, k, v)  # [G, H, n, D]; no mask: no padding
-                att[r0 : r0 + g * n] = a[:g].transpose(1, 2).reshape(g * n, d)
+                a = F.scaled_dot_product_attention(q, k, v)  # [g, H, n, D]; no mask: no padding
+                att[r0 : r0 + g * n].view(g, n, H, d // H).copy_(a.transpose(1, 2))
             for s in chunks:
                 torch.addmm(bo, att[s], wo, out=proj)
                 h1 = F.layer_norm(proj.float() + x[s], (d,), *ln1, eps)
@@ -427,9 +427,7 @@ class _PackedBert:
         out = []
         for r0, n, g, G in groups:
             blk = x[r0 : r0 + g * n].view(g, n, d)
-            if g < G:
-                blk = torch.cat([blk, blk.new_zeros(G - g, n, d)])
-            out.append(F.normalize(blk.sum(dim=1) / n, p=2, dim=1)[:g])
+            out.append(F.normalize(blk.sum(dim=1) / n, p=2, dim=1))
         return torch.cat(out)
 
 
