@@ -60,9 +60,15 @@ def _when() -> tuple[dict, object, object]:
 
 
 def _run(stage: str) -> str:
+    from purchasing_power.errors import InputError
     from purchasing_power.pipeline import run_stage
 
-    return run_stage(stage, *_when())
+    try:
+        return run_stage(stage, *_when())
+    except InputError as exc:  # bad input: retrying cannot help, fail now with the reason
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{stage}: {exc}") from exc
 
 
 @dag(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from purchasing_power.errors import InputError
 from purchasing_power.settings import CANONICAL_COLUMNS, ONLINE_RETAIL_II_MAP, Settings
 from purchasing_power.storage import Storage, filesystem_for
 
@@ -50,7 +51,7 @@ def raw_schema():
     )
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """The source cannot be used as it is; the message names the file and the column."""
 
 
@@ -171,6 +172,12 @@ def extract_day(settings: Settings, day: date) -> dict[str, Any]:
     undated = df["InvoiceDate"].isna()
     dated = df[~undated & (df["InvoiceDate"] < end)]
     n_later = int((~undated & (df["InvoiceDate"] >= end)).sum())
+    if dated.empty:
+        first = df.loc[~undated, "InvoiceDate"].min()
+        raise SourceError(
+            f"source {source} has no dated rows on or before {day} (its first InvoiceDate is {first}): "
+            "nothing to predict from; run a later day"
+        )
     days = dated["InvoiceDate"].dt.normalize()
     existing = set(ws.work.list_days("raw", RAW_FILE))
     schema = raw_schema()

@@ -161,3 +161,12 @@ def test_extract_day_rejects_an_empty_source(settings_factory, tiny_raw):
     settings = settings_factory(tiny_raw.iloc[0:0])
     with pytest.raises(SourceError, match="has no rows"):
         extract_day(settings, DAY)
+
+
+def test_day_before_the_source_fails_at_extract_with_a_clear_input_error(settings_factory):
+    from purchasing_power.errors import InputError
+    from purchasing_power.extract import extract_day
+
+    settings = settings_factory()
+    with pytest.raises(InputError, match="no dated rows on or before 2001-01-01"):
+        extract_day(settings, date(2001, 1, 1))

@@ -1,0 +1,8 @@
+"""Errors that mean "the input is wrong": retrying the task cannot help, so the DAG fails it at
+once (AirflowFailException) with this message instead of spending its retries."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad or unusable input data; the message names the file, the column or the day."""
