@@ -43,6 +43,7 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
   only if they win; otherwise the champion stays and `metrics.json` says why.
 * **score / publish** write `predictions/ds=D/predictions.parquet` and `metrics/ds=D/metrics.json`,
   and update the `purchasing_power_predictions` asset.
+* **report** precomputes the curves shown on the *Purchasing power* page (Browse menu).
 
 Only storage paths go through XCom. Reruns overwrite; nothing duplicates.
 """
@@ -170,8 +171,13 @@ def purchasing_power_daily():
         """Commit predictions/ds=D and metrics/ds=D atomically."""
         return _run("publish")
 
+    @task
+    def report(_: str) -> str:
+        """Curves and summaries for the Purchasing power page (metrics/ds=D/report.json)."""
+        return _run("report")
+
     shards = embed.expand(shard=embed_plan(clean(extract())))
-    publish(score(gate(evaluate(train(features(shards))))))
+    report(publish(score(gate(evaluate(train(features(shards)))))))
 
 
 purchasing_power_daily()

@@ -35,6 +35,7 @@ STAGES: dict[str, str] = {
     "gate": "purchasing_power.gate:gate_day",
     "score": "purchasing_power.score:score_day",
     "publish": "purchasing_power.publish:publish_day",
+    "report": "purchasing_power.report:report_day",
 }
 
 

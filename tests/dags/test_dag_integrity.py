@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 DAG_ID = "purchasing_power_daily"
-STAGES = ["extract", "clean", "embed_plan", "embed", "features", "train", "evaluate", "gate", "score", "publish"]
+STAGES = ["extract", "clean", "embed_plan", "embed", "features", "train", "evaluate", "gate", "score", "publish", "report"]
 HEAVY = ("torch", "transformers", "sklearn", "pandas", "numpy", "imblearn", "pyarrow", "scipy", "sentence_transformers")
 
 PROBE = r"""
