@@ -10,10 +10,9 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from purchasing_power.settings import DEFAULT_EMBED_MODEL
 
-PREDICTIONS = Asset(
-    name="purchasing_power_predictions",
-    uri=f"{(os.environ.get('PURCHASING_POWER_STORAGE') or 'file:///opt/purchasing-power/data').rstrip('/')}/predictions",
-)
+# Identified by name only: its identity must not change with the storage root of whichever
+# process parses the DAG (an Asset whose URI changes is marked inactive and fails the task).
+PREDICTIONS = Asset(name="purchasing_power_predictions")
 
 DOC = """
 # Purchasing power — daily
