@@ -22,7 +22,13 @@ log = logging.getLogger(__name__)
 #: Grid epoch: a Sunday. Snapshot and anchor days are epoch + k * step.
 EPOCH = date(2000, 1, 2)
 WINDOWS = (30, 90, 180, 365)
+PURCHASE_DAY_WINDOWS = (14, 30, 60, 90, 180, 365)
+ACTIVE_BINS = 12  # 30-day bins looked back for the active-month share
+HAZARD_DAYS = 30
+REPURCHASE_PRIOR_WEIGHT = 5.0
+RANKED = ("recency_days", "n_purchase_days", "pdays_90d", "spend_365d", "tenure_days")
 TEXT_PREFIX = "txt_"
+HISTORY_DAYS = "history_days"
 
 VectorLookup = Callable[[list[str]], "np.ndarray"]
 
@@ -85,15 +91,56 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
     first = first.fillna(first_sale.dt.normalize().reindex(customers))
     f["recency_days"] = (end - sale_ts.max().reindex(customers)).dt.total_seconds() / 86400.0
     f["tenure_days"] = (end - first).dt.days.astype("float64")
+    # the same for every customer: how much history the source has (not a model feature; it
+    # scales spend totals to a horizon, see model.GLOBAL_COLUMNS)
+    f[HISTORY_DAYS] = float((end - tx["invoice_ts"].min().normalize()).days)
     f["n_purchase_days"] = buy_days.groupby("customer_id").size().reindex(customers, fill_value=0).astype("float64")
+
+    # purchase-day counts over several windows and the share of recent 30-day bins with a purchase
+    day_age = (end - buy_days["day"]).dt.days.astype("float64")  # 1 = the as-of day itself
+    bcust = buy_days["customer_id"]
+    for w in PURCHASE_DAY_WINDOWS:
+        f[f"pdays_{w}d"] = (day_age <= w).groupby(bcust).sum().reindex(customers, fill_value=0).astype("float64")
+    bins = ((day_age - 1) // 30).astype("int64")  # 0 = the last 30 days
+    recent = buy_days.assign(bin=bins)[bins < ACTIVE_BINS].drop_duplicates(["customer_id", "bin"])
+    for k in (3, 6, ACTIVE_BINS):
+        n_active = (recent["bin"] < k).groupby(recent["customer_id"]).sum()
+        f[f"active_bins_{k}"] = n_active.reindex(customers, fill_value=0).astype("float64")
+    possible = np.clip(np.ceil(f["tenure_days"].to_numpy() / 30.0), 1, ACTIVE_BINS)
+    f["active_bin_share"] = f[f"active_bins_{ACTIVE_BINS}"] / possible
+    f["purchase_rate_30d"] = f["n_purchase_days"] / f["tenure_days"].clip(lower=30.0) * 30.0
 
     # inter-purchase intervals over purchase days
     gaps = buy_days.groupby("customer_id")["day"].diff().dt.days
-    gap_frame = buy_days.assign(gap=gaps).dropna(subset=["gap"]).groupby("customer_id")["gap"]
+    gap_rows = buy_days.assign(gap=gaps).dropna(subset=["gap"])
+    gap_frame = gap_rows.groupby("customer_id")["gap"]
     f["ipt_mean"] = gap_frame.mean()
     f["ipt_std"] = gap_frame.std()
+    f["ipt_median"] = gap_frame.median()
+    f["ipt_min"] = gap_frame.min()
+    f["ipt_max"] = gap_frame.max()
     f["ipt_last"] = buy_days.assign(gap=gaps).groupby("customer_id")["gap"].last()
     f["overdue_ratio"] = f["recency_days"] / f["ipt_mean"]
+    f["overdue_median_ratio"] = f["recency_days"] / f["ipt_median"]
+    f["ipt_cv"] = f["ipt_std"] / f["ipt_mean"].clip(lower=1.0)
+    # the customer's own gaps as a hazard: of the past gaps longer than the current wait, the
+    # share that ended within the next HAZARD_DAYS (smoothed towards 1/2)
+    wait = (end - buy_days.groupby("customer_id")["day"].max()).dt.days.astype("float64") - 1.0
+    w_rows = wait.reindex(gap_rows["customer_id"]).to_numpy()
+    g = gap_rows["gap"].to_numpy()
+    gcust = gap_rows["customer_id"].to_numpy()
+    longer = pd.Series(g > w_rows).groupby(gcust).sum()
+    within = pd.Series((g > w_rows) & (g <= w_rows + HAZARD_DAYS)).groupby(gcust).sum()
+    f["gap_hazard_30d"] = (within + 0.5) / (longer + 1.0)
+    f["gaps_longer_than_wait"] = longer.astype("float64")
+    nth_last_gap = gap_rows.groupby("customer_id").cumcount(ascending=False)
+    for k in (1, 2):
+        f[f"ipt_last_{k + 1}"] = gap_rows.loc[nth_last_gap.to_numpy() == k].set_index("customer_id")["gap"]
+    f["ipt_trend"] = f["ipt_last"] / f["ipt_median"].clip(lower=1.0)
+    # days until the median gap is reached (negative: overdue)
+    f["days_to_median_gap"] = f["ipt_median"] - wait.reindex(customers)
+    last_day_value = buy_days.groupby("customer_id")["line_value"].last()
+    f["last_day_value"] = last_day_value
 
     sales = tx[~tx["is_cancellation"]]
     orders = sales.groupby(["customer_id", "invoice_no"]).agg(
@@ -122,8 +169,27 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
     f["return_line_share"] = tx["is_cancellation"].groupby(tx["customer_id"]).mean()
     f["weekend_share"] = (orders["ts"].dt.dayofweek >= 5).groupby(ocust).mean()
     f["hour_mean"] = orders["ts"].dt.hour.groupby(ocust).mean()
-    country = tx.groupby("customer_id")["country"].agg(lambda s: s.mode().iat[0])
-    f["is_uk"] = (country == "United Kingdom").astype("float64")
+    f["orders_per_purchase_day"] = f["n_orders"] / f["n_purchase_days"].clip(lower=1.0)
+    f["spend_per_purchase_day"] = f["spend_total"] / f["n_purchase_days"].clip(lower=1.0)
+    f["spend_per_purchase_day_90d"] = f["spend_90d"] / f["pdays_90d"].clip(lower=1.0)
+    f["lines_total"] = sales.groupby("customer_id").size().astype("float64")
+    f["product_diversity"] = f["distinct_products"] / f["lines_total"].clip(lower=1.0)
+    # how mainstream the basket is: mean share of customers who bought each of its products
+    bought = sales[["customer_id", "stock_code"]].drop_duplicates()
+    popularity = bought.groupby("stock_code").size() / float(len(customers))
+    pop = popularity.reindex(bought["stock_code"]).to_numpy()
+    f["product_popularity"] = pd.Series(pop).groupby(bought["customer_id"].to_numpy()).mean()
+    dow = pd.crosstab(ocust, orders["ts"].dt.dayofweek.to_numpy())
+    f["weekday_concentration"] = dow.max(axis=1) / dow.sum(axis=1)
+    f["is_main_country"] = _is_main_country(tx).reindex(customers)
+    for col, values in _repurchase_features(buy_days, sales, end).items():
+        f[col] = values
+    f["last_day_value_ratio"] = f["last_day_value"] / f["spend_per_purchase_day"].abs().clip(lower=1.0)
+    f["returned_30d"] = (-tx["line_value"].clip(upper=0)).where(tx_age <= 30, 0.0).groupby(tx["customer_id"]).sum()
+    # where the customer stands among this snapshot's customers (0..1): comparable across
+    # snapshots whatever the length of the history or the season
+    for col in RANKED:
+        f[f"{col}_pct"] = f[col].rank(pct=True, method="average")
 
     # buy-till-you-die outputs as features (fitted on this snapshot's data only)
     summary = btyd.rfm_summary(tx, as_of)
@@ -172,6 +238,56 @@ def customer_text_vectors(sales: pd.DataFrame, vectors: VectorLookup) -> pd.Data
     mean = (counts @ mat) / totals[:, None]
     cols = [f"{TEXT_PREFIX}{i:03d}" for i in range(mat.shape[1])]
     return pd.DataFrame(mean.astype(np.float32), index=pd.Index(cust_index.astype("int64"), name="customer_id"), columns=cols)
+
+
+def _repurchase_features(buy_days: pd.DataFrame, sales: pd.DataFrame, end: pd.Timestamp) -> dict[str, pd.Series]:
+    """How often a purchase day was followed by another within HAZARD_DAYS, counting only purchase
+    days whose follow-up window closed before ``end`` (so nothing after the as-of day is used):
+
+    * ``repurchase_rate``: per customer, smoothed towards the population rate;
+    * ``basket_repurchase_last`` / ``basket_repurchase_mean``: per product, the same rate over the
+      purchase days that contained it (smoothed), averaged over the customer's last purchase
+      day's lines / over all their lines -- what buyers of these products usually did next."""
+    import numpy as np
+    import pandas as pd
+
+    h = pd.Timedelta(days=HAZARD_DAYS)
+    bd = buy_days[["customer_id", "day"]].sort_values(["customer_id", "day"], kind="stable")
+    nxt = bd.groupby("customer_id")["day"].shift(-1)
+    closed = bd["day"] + h < end  # the day's follow-up window (day, day + h] is fully observed
+    again = (nxt.notna() & (nxt <= bd["day"] + h)).astype("float64")
+    cl = bd.assign(again=again)[closed]
+    prior = float(cl["again"].mean()) if len(cl) else 0.5
+    m = REPURCHASE_PRIOR_WEIGHT
+    g = cl.groupby("customer_id")["again"]
+    out: dict[str, pd.Series] = {"repurchase_rate": (g.sum() + m * prior) / (g.count() + m)}
+    lines = sales[["customer_id", "stock_code", "invoice_ts"]].assign(day=sales["invoice_ts"].dt.normalize())
+    lines = lines.drop_duplicates(["customer_id", "stock_code", "day"])
+    labelled = lines.merge(cl[["customer_id", "day", "again"]], on=["customer_id", "day"], how="inner")
+    pg = labelled.groupby("stock_code")["again"]
+    score = (pg.sum() + m * prior) / (pg.count() + m)
+    line_score = score.reindex(lines["stock_code"]).fillna(prior).to_numpy()
+    cust = lines["customer_id"].to_numpy()
+    out["basket_repurchase_mean"] = pd.Series(line_score).groupby(cust).mean()
+    last_day = lines.groupby("customer_id")["day"].transform("max")
+    on_last = (lines["day"] == last_day).to_numpy()
+    out["basket_repurchase_last"] = pd.Series(line_score[on_last]).groupby(cust[on_last]).mean()
+    return out
+
+
+def _is_main_country(tx: pd.DataFrame) -> pd.Series:
+    """Per customer: 1.0 when the country of most of their lines is the source's most common
+    country (ties broken by name, so it is deterministic), else 0.0. No country is hard-coded."""
+    import pandas as pd
+
+    known = tx[tx["country"].notna() & (tx["country"].astype(str) != "")]
+    if known.empty:  # a source without countries: the feature stays empty
+        return pd.Series(dtype="float64")
+    counts = known.groupby(["customer_id", "country"], sort=True).size().rename("n").reset_index()
+    main = known["country"].value_counts().sort_index(kind="stable").sort_values(ascending=False, kind="stable").index[0]
+    top = counts.sort_values(["customer_id", "n", "country"], ascending=[True, False, True], kind="stable")
+    top = top.drop_duplicates("customer_id")
+    return pd.Series((top["country"] == main).to_numpy(dtype="float64"), index=top["customer_id"].to_numpy())
 
 
 def build_labels(tx: pd.DataFrame, as_of: date, customers: pd.Index, purchase_days_h: int = 30, spend_days_h: int = 90) -> pd.DataFrame:

@@ -9,20 +9,22 @@ Contenders: the holdout candidate (trained only on snapshots whose labels closed
 recency alone, and the champion when it is out-of-time on that window. The champion is what the
 previous anchor deploys when its own candidate is judged against the baselines only (see
 ``ensure_qualified``), which keeps every decision at most one anchor deep. The candidate is promoted only if it beats BG/NBD on ROC-AUC and
-PR-AUC, the champion on both, and the better spend baseline on normalized Gini, each by at least
-``gate_min_lift``. Otherwise the champion stays (or the BG/NBD baseline if there is none) and the
-decision says why.
+PR-AUC and the champion on both, each by at least ``gate_min_lift``. Otherwise the champion stays
+(or the BG/NBD baseline if there is none) and the decision says why. The spend part is judged on
+its own (:func:`spend_verdict`): a promoted candidate deploys its spend model only if it beats the
+better spend baseline ("past spend", BG/NBD x Gamma-Gamma) on normalized Gini by ``gate_min_lift``,
+otherwise that baseline; a baseline bundle deploys the better spend baseline.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from purchasing_power.evaluate import finite_or_none, purchase_metrics, spend_metrics
 from purchasing_power.features import build_labels
-from purchasing_power.model import BASELINE_P, BASELINE_SPEND
+from purchasing_power.model import BASELINE_P, BASELINE_SPEND, ModelBundle, fit_past_spend
 from purchasing_power.settings import Settings
 from purchasing_power.train import (
     CANDIDATE_DEPLOY,
@@ -36,9 +38,6 @@ from purchasing_power.train import (
     previous_anchor,
     save_bundle,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from purchasing_power.model import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,9 @@ def evaluate_anchor(ctx: Context, anchor: date, *, force: bool = False, with_cha
         fs = ctx.features(e_s)
         if not fs.empty:
             y = build_labels(hist, e_s, fs.index, s.purchase_horizon_days, s.spend_horizon_days)["spend"].to_numpy()
-            contenders = {"past_spend": fs["spend_total"].clip(lower=0).to_numpy(), "bgnbd_gg": fs[BASELINE_SPEND].to_numpy()}
+            past = fs["spend_total"].clip(lower=0).to_numpy()
+            contenders = {"past_spend": past, "bgnbd_gg": fs[BASELINE_SPEND].to_numpy()}
+            out["past_spend_scale"] = fit_past_spend(fs, y).scale  # deployable "past spend" forecast
             if candidate is not None and candidate.spend is not None:
                 contenders["candidate"] = candidate.predict(fs)[1]
             for name, pred in contenders.items():
@@ -101,7 +102,9 @@ def evaluate_anchor(ctx: Context, anchor: date, *, force: bool = False, with_cha
 
 
 def verdict(evaluation: dict[str, Any], min_lift: float) -> tuple[bool, list[str]]:
-    """Apply the gate rules; return (promote, reasons)."""
+    """Apply the purchase gate rules; return (promote, reasons). The spend part is decided on
+    its own by :func:`spend_verdict` (a spend model that does not beat the spend baselines
+    must not keep a better purchase model from being deployed, nor the other way round)."""
     reasons: list[str] = []
     pur = evaluation.get("purchase", {})
     cand = pur.get("candidate")
@@ -123,26 +126,69 @@ def verdict(evaluation: dict[str, Any], min_lift: float) -> tuple[bool, list[str
         ok &= beats("roc_auc", "champion") & beats("pr_auc", "champion")
     else:
         reasons.append("no out-of-time champion to compare with")
-    sp = evaluation.get("spend", {})
-    if "candidate" in sp:
-        best = max(("past_spend", "bgnbd_gg"), key=lambda k: sp.get(k, {}).get("normalized_gini") or -1.0)
-        ok &= beats("normalized_gini", best, block="spend")
-    else:
-        reasons.append("spend model not evaluated (no closed spend window or no spend candidate); spend uses the deployed bundle's spend part")
     return bool(ok), reasons
 
 
-def _deploy(ctx: Context, anchor: date, promote: bool, fallback: dict[str, Any] | None) -> tuple[str, str, str]:
-    """(path, version, status) of what an anchor deploys."""
+SPEND_BASELINES = ("past_spend", "bgnbd_gg")
+
+
+def spend_verdict(evaluation: dict[str, Any], min_lift: float, *, candidate_allowed: bool = True) -> tuple[str, list[str]]:
+    """Which spend predictor a new bundle of this anchor deploys: ``candidate`` when the
+    candidate's spend model beats the better spend baseline on normalized Gini by ``min_lift``
+    (and ``candidate_allowed``: the bundle is a promoted candidate), otherwise that baseline
+    (``past_spend``: past net spend x the spend window's scale, or ``bgnbd_gg``)."""
+    sp = evaluation.get("spend", {})
+    gini = {k: (sp.get(k) or {}).get("normalized_gini") for k in SPEND_BASELINES}
+    measured = {k: v for k, v in gini.items() if v is not None and (k != "past_spend" or evaluation.get("past_spend_scale"))}
+    cand = (sp.get("candidate") or {}).get("normalized_gini") if candidate_allowed else None
+    if not measured:
+        choice = "candidate" if cand is not None else "bgnbd_gg"
+        return choice, [f"spend: no closed spend window to compare on; spend uses {choice}"]
+    best = max(measured, key=lambda k: (measured[k], -SPEND_BASELINES.index(k)))
+    if cand is None:
+        why = "no spend candidate on the spend window" if candidate_allowed else "no promoted candidate"
+        return best, [f"spend: {why}; spend uses the better baseline {best} (normalized_gini {measured[best]:.4f})"]
+    ok = cand >= measured[best] + min_lift
+    verb = ">=" if ok else "<"
+    return ("candidate" if ok else best), [
+        f"spend normalized_gini {cand:.4f} {verb} {best} {measured[best]:.4f} + {min_lift}: spend uses {'the candidate' if ok else best}"
+    ]
+
+
+def _deploy(
+    ctx: Context, anchor: date, promote: bool, fallback: dict[str, Any] | None, spend: str = "candidate", spend_scale: float | None = None
+) -> tuple[str, str, str]:
+    """(path, version, status) of what an anchor deploys. A promoted candidate deploys its
+    purchase model with the spend predictor ``spend`` (see :func:`spend_verdict`); without
+    promotion the champion stays as it is, or (no champion) BG/NBD with the spend baseline."""
     if promote:
         training = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, TRAINING_INFO))
-        return ctx.ws.work.path("models", anchor, CANDIDATE_DEPLOY), training["version"], "promoted"
+        path = ctx.ws.work.path("models", anchor, CANDIDATE_DEPLOY)
+        if spend == "candidate":
+            return path, training["version"], "promoted"
+        cand = load_bundle(ctx.ws, path)
+        bundle = ModelBundle(version=f"{training['version']}-{spend}", kind="model", purchase=cand.purchase,
+                             spend=_baseline_spend(spend, spend_scale), info={**cand.info, "spend": spend})
+        out = ctx.ws.work.path("models", anchor, f"candidate-{spend}.pkl")
+        save_bundle(ctx.ws, bundle, out)
+        return out, bundle.version, "promoted"
     if fallback is not None:
         return fallback["deployed_path"], fallback["deployed_version"], "kept_champion"
     bundle = baseline_bundle(ctx.settings, anchor, ctx.text_key)
-    path = ctx.ws.work.path("models", anchor, "baseline.pkl")
+    name = "baseline.pkl"
+    if spend == "past_spend":
+        bundle = ModelBundle(version=f"{bundle.version}-{spend}", kind="baseline", spend=_baseline_spend(spend, spend_scale),
+                             info={**bundle.info, "spend": spend})
+        name = f"baseline-{spend}.pkl"
+    path = ctx.ws.work.path("models", anchor, name)
     save_bundle(ctx.ws, bundle, path)
     return path, bundle.version, "baseline"
+
+
+def _baseline_spend(choice: str, scale: float | None) -> Any:
+    from purchasing_power.model import PastSpendModel
+
+    return PastSpendModel(scale=float(scale)) if choice == "past_spend" and scale else None
 
 
 def ensure_qualified(ctx: Context, anchor: date) -> dict[str, Any]:
@@ -157,9 +203,10 @@ def ensure_qualified(ctx: Context, anchor: date) -> dict[str, Any]:
     fit_candidates(ctx, anchor)
     evaluation = evaluate_anchor(ctx, anchor, with_champion=False)
     promote, reasons = verdict(evaluation, ctx.settings.gate_min_lift)
-    deployed_path, version, status = _deploy(ctx, anchor, promote, None)
-    out = {"anchor": anchor.isoformat(), "status": status, "promoted": promote, "reasons": reasons,
-           "deployed_version": version, "deployed_path": deployed_path}
+    spend, spend_reasons = spend_verdict(evaluation, ctx.settings.gate_min_lift, candidate_allowed=promote)
+    deployed_path, version, status = _deploy(ctx, anchor, promote, None, spend, evaluation.get("past_spend_scale"))
+    out = {"anchor": anchor.isoformat(), "status": status, "promoted": promote, "reasons": reasons + spend_reasons,
+           "spend": spend, "deployed_version": version, "deployed_path": deployed_path}
     ctx.ws.work.write_json(out, path)
     return out
 
@@ -172,18 +219,23 @@ def decide(ctx: Context, anchor: date, *, force: bool = False) -> dict[str, Any]
         return ctx.ws.work.read_json(path)
     evaluation = evaluate_anchor(ctx, anchor, force=force)
     promote, reasons = verdict(evaluation, s.gate_min_lift)
+    spend, spend_reasons = spend_verdict(evaluation, s.gate_min_lift, candidate_allowed=promote)
     prev = previous_anchor(s, anchor)
     champion = ensure_qualified(ctx, prev) if prev >= ctx.first_day else None
-    deployed_path, deployed_version, status = _deploy(ctx, anchor, promote, champion)
+    deployed_path, deployed_version, status = _deploy(ctx, anchor, promote, champion, spend, evaluation.get("past_spend_scale"))
+    if status == "kept_champion":
+        spend = champion.get("spend", "candidate")
+        spend_reasons = [f"spend: kept with the champion ({spend})"]
     decision = {
         "anchor": anchor.isoformat(),
         "status": status,
         "promoted": promote,
-        "reasons": reasons,
+        "reasons": reasons + spend_reasons,
+        "spend": spend,
         "deployed_version": deployed_version,
         "deployed_path": deployed_path,
         "champion_version": champion["deployed_version"] if champion else None,
-        "thresholds": {"min_lift": s.gate_min_lift, "rules": "candidate >= BG/NBD and champion on ROC-AUC and PR-AUC; >= best spend baseline on normalized Gini"},
+        "thresholds": {"min_lift": s.gate_min_lift, "rules": "purchase: candidate >= BG/NBD and champion on ROC-AUC and PR-AUC; spend: candidate's spend model deployed only if >= the better spend baseline on normalized Gini, otherwise that baseline"},
         "evaluation": evaluation,
     }
     ctx.ws.work.write_json(decision, path)

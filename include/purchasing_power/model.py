@@ -1,16 +1,36 @@
-"""Candidate models: purchase probability (SMOTE inside the pipeline, calibrated on a later slice)
-and expected 90-day spend (Poisson-loss gradient boosting), plus the BG/NBD fallback bundle.
+"""Candidate models: purchase probability and expected 90-day spend, plus the baseline bundle.
 
-Everything here is seeded and deterministic: the same training table gives the same model.
+Purchase (``p_purchase_30d``)
+    Candidates ``hgb`` (histogram gradient boosting), ``logreg`` (L2 logistic regression on
+    standardised features) and ``blend`` (the mean of their logits; the default,
+    ``Settings.candidates``) are fitted on every training snapshot but the latest. The latest
+    snapshot is the *calibration slice*: it chooses among the requested candidates (best PR-AUC,
+    then ROC-AUC) and fits a Platt calibration of the chosen one (a logistic regression on its
+    logit: monotone, so the ranking is unchanged). With ``smote`` the SMOTE variant of each
+    candidate competes with the plain one: SMOTE is a step of an imbalanced-learn pipeline, so it
+    resamples the fitting rows only -- the calibration slice, the gate's evaluation and scoring
+    always see real rows -- and it is kept only where it wins on the calibration slice (its
+    distorted probabilities are recalibrated there either way).
+
+Spend (``expected_spend_90d``)
+    A two-part model: P(any net spend in the next 90 days) (gradient-boosting classifier) times
+    E[spend | spend > 0] (log-linear in the customer's past spend, with Duan's smearing
+    correction). :class:`PastSpendModel` (past net spend times a fitted scale) is the plain
+    baseline the gate can deploy instead.
+
+Everything is seeded and single-threaded where it matters, so the same training table gives
+byte-identical predictions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.features import TEXT_PREFIX
+from purchasing_power.features import HISTORY_DAYS, TEXT_PREFIX
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -20,9 +40,36 @@ log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("purchased", "spend")
 META_COLUMNS = ("snapshot",)
+#: Columns equal for every customer of a snapshot: not model features (trees would learn the
+#: snapshot's identity); the spend level parts use them to scale totals to the horizon.
+GLOBAL_COLUMNS = (HISTORY_DAYS,)
 BASELINE_P = "bgnbd_p_purchase"
 BASELINE_SPEND = "bgnbd_gg_spend"
-PURCHASE_CANDIDATES = ("hgb", "logreg")
+PAST_SPEND = "spend_total"
+PURCHASE_CANDIDATES = ("hgb", "logreg", "blend")
+#: Features of the amount part of the two-part spend model (log1p of the positive part).
+AMOUNT_FEATURES = ("spend_total", "spend_365d")
+TEXT_COMPONENTS = 8
+_EPS = 1e-6
+
+
+def single_threaded() -> contextlib.AbstractContextManager:
+    """BLAS and OpenMP limited to one thread: results never depend on the thread count, and on
+    a small shared machine one thread is as fast as an oversubscribed pool (often faster)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+def _single_threaded_call(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with single_threaded():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class InsufficientData(ValueError):
@@ -36,15 +83,30 @@ def signed_log1p(x):
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def logit(p):
+    import numpy as np
+
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z):
+    import numpy as np
+
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
 def feature_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(numeric, text) feature columns of a features/training frame."""
-    skip = set(LABEL_COLUMNS) | set(META_COLUMNS)
+    skip = set(LABEL_COLUMNS) | set(META_COLUMNS) | set(GLOBAL_COLUMNS) | {"customer_id"}
     text = [c for c in frame.columns if c.startswith(TEXT_PREFIX)]
     num = [c for c in frame.columns if c not in skip and not c.startswith(TEXT_PREFIX)]
     return num, text
 
 
 def _preprocessor(num: list[str], text: list[str], seed: int, n_rows: int, scale: bool) -> Any:
+    """signed log1p + median imputation (+ standardisation) of numeric columns; the mean text
+    embedding reduced by PCA to at most TEXT_COMPONENTS components."""
     from sklearn.compose import ColumnTransformer
     from sklearn.decomposition import PCA
     from sklearn.impute import SimpleImputer
@@ -59,37 +121,41 @@ def _preprocessor(num: list[str], text: list[str], seed: int, n_rows: int, scale
         num_steps.append(("scale", StandardScaler()))
     parts = [("num", Pipeline(num_steps), num)]
     if text:
-        k = max(1, min(8, len(text), n_rows - 1))
-        parts.append(
-            (
-                "text",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
-                        ("pca", PCA(n_components=k, random_state=seed, svd_solver="full")),
-                    ]
-                ),
-                text,
-            )
-        )
+        k = max(1, min(TEXT_COMPONENTS, len(text), n_rows - 1))
+        text_steps = [
+            ("impute", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
+            ("pca", PCA(n_components=k, random_state=seed, svd_solver="full")),
+        ]
+        if scale:
+            text_steps.append(("scale", StandardScaler()))
+        parts.append(("text", Pipeline(text_steps), text))
     return ColumnTransformer(parts, remainder="drop")
 
 
-def make_purchase_pipeline(kind: str, num: list[str], text: list[str], *, seed: int, n_rows: int, minority: int, smote: bool = True) -> Any:
-    from imblearn.pipeline import Pipeline
+def _hgb_classifier(seed: int) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # small trees, slow learning rate, fixed number of rounds (no early-stopping split)
+    return HistGradientBoostingClassifier(
+        max_iter=300, learning_rate=0.03, max_leaf_nodes=7, min_samples_leaf=100, l2_regularization=1.0,
+        early_stopping=False, random_state=seed,
+    )
+
+
+def make_purchase_pipeline(kind: str, num: list[str], text: list[str], *, seed: int, n_rows: int, minority: int, smote: bool = True) -> Any:
+    """A preprocessing + (SMOTE) + classifier pipeline for ``kind`` in ``hgb``/``logreg``.
+    (``blend`` is built from the two fitted pipelines, see :func:`fit_purchase_model`.)"""
+    from imblearn.pipeline import Pipeline
     from sklearn.linear_model import LogisticRegression
 
     from purchasing_power.rebalance import make_smote
 
     if kind == "hgb":
-        clf = HistGradientBoostingClassifier(
-            max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=50, l2_regularization=1.0, random_state=seed
-        )
+        clf = _hgb_classifier(seed)
     elif kind == "logreg":
-        clf = LogisticRegression(C=0.5, max_iter=2000)
+        clf = LogisticRegression(C=0.1, max_iter=3000)
     else:
-        raise ValueError(f"unknown purchase candidate {kind!r}; expected one of {PURCHASE_CANDIDATES}")
+        raise ValueError(f"unknown purchase pipeline {kind!r}; expected hgb or logreg")
     steps: list[tuple[str, Any]] = [("pre", _preprocessor(num, text, seed, n_rows, scale=kind == "logreg"))]
     if smote:
         steps.append(("smote", make_smote(seed, minority)))
@@ -98,41 +164,133 @@ def make_purchase_pipeline(kind: str, num: list[str], text: list[str], *, seed: 
 
 
 @dataclass
+class PlattCalibrator:
+    """p = sigmoid(a * logit(raw) + b), fitted on the calibration slice."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    @classmethod
+    def fit(cls, raw, y) -> PlattCalibrator:
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        z = logit(raw).reshape(-1, 1)
+        y = np.asarray(y)
+        if len(np.unique(y)) < 2:
+            return cls()
+        lr = LogisticRegression(C=1e4, max_iter=1000).fit(z, y)
+        return cls(a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+
+    def predict(self, raw) -> np.ndarray:
+        return sigmoid(self.a * logit(raw) + self.b)
+
+
+@dataclass
 class PurchaseModel:
-    kind: str
+    kind: str  # hgb | logreg | blend
     columns: list[str]
-    base: Any
+    pipelines: list[Any]  # one fitted pipeline, or two for the blend (mean of logits)
     calibrator: Any
     selection: dict[str, Any] = field(default_factory=dict)
+
+    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
+        X = X.reindex(columns=self.columns)
+        return _combine([p.predict_proba(X)[:, 1] for p in self.pipelines])
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         import numpy as np
 
-        raw = self.base.predict_proba(X.reindex(columns=self.columns))[:, 1]
-        return np.clip(self.calibrator.predict(raw), 0.0, 1.0)
+        return np.clip(self.calibrator.predict(self.raw_score(X)), 0.0, 1.0)
+
+
+def _combine(probas: list[np.ndarray]) -> np.ndarray:
+    import numpy as np
+
+    if len(probas) == 1:
+        return np.asarray(probas[0], dtype=np.float64)
+    return sigmoid(np.mean([logit(p) for p in probas], axis=0))
 
 
 @dataclass
 class SpendModel:
+    """Two-part expected spend: P(spend > 0) x E[spend | spend > 0]."""
+
     columns: list[str]
-    model: Any
+    buy: Any  # classifier pipeline: P(net spend > 0 within the horizon)
+    amount_coef: list[float]  # log E[spend | spend > 0] = c0 + sum c_i * log1p(max(x_i, 0))
+    smearing: float
+    amount_features: tuple[str, ...] = AMOUNT_FEATURES
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def amount(self, X: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
+        A = _amount_matrix(X, self.amount_features)
+        c = np.asarray(self.amount_coef, dtype=np.float64)
+        return np.exp(np.clip(c[0] + A @ c[1:], -50.0, 50.0)) * self.smearing
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         import numpy as np
 
-        return np.clip(self.model.predict(X.reindex(columns=self.columns)), 0.0, None)
+        p = self.buy.predict_proba(X.reindex(columns=self.columns))[:, 1]
+        return np.clip(p * self.amount(X), 0.0, None)
+
+
+@dataclass
+class PastSpendModel:
+    """Baseline "past spend": past net spend (floored at 0) per day of the source's history,
+    times a scale fitted on a closed window. Dividing by the history length (the same for every
+    customer) keeps the ranking of past spend and puts the level on the horizon's scale."""
+
+    scale: float
+    column: str = PAST_SPEND
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
+        past = np.clip(np.nan_to_num(X[self.column].to_numpy(dtype=np.float64)), 0.0, None)
+        return past / _history_days(X) * self.scale
+
+
+def fit_past_spend(frame: pd.DataFrame, y) -> PastSpendModel:
+    """Scale so that predicted and actual totals agree on ``frame`` (features with outcomes ``y``)."""
+    import numpy as np
+
+    per_day = PastSpendModel(scale=1.0).predict(frame)
+    total = float(per_day.sum())
+    return PastSpendModel(scale=float(np.asarray(y, dtype=np.float64).sum() / total) if total > 0 else 0.0)
+
+
+def _amount_matrix(X: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
+    """log1p of the positive part of ``cols``, and log of the source's history length (past
+    totals grow with it; 0 when the column is absent)."""
+    import numpy as np
+
+    A = np.log1p(np.clip(np.nan_to_num(X.reindex(columns=list(cols)).to_numpy(dtype=np.float64)), 0.0, None))
+    return np.column_stack([A, np.log(_history_days(X))])
+
+
+def _history_days(X: pd.DataFrame) -> np.ndarray:
+    import numpy as np
+
+    if HISTORY_DAYS not in X.columns:
+        return np.ones(len(X))
+    return np.clip(np.nan_to_num(X[HISTORY_DAYS].to_numpy(dtype=np.float64), nan=1.0), 1.0, None)
 
 
 @dataclass
 class ModelBundle:
-    """What gets deployed: a purchase model and a spend model, or the BG/NBD baseline."""
+    """What gets deployed: a purchase model and a spend model; ``None`` parts are the BG/NBD
+    baseline (``bgnbd_p_purchase`` / ``bgnbd_gg_spend`` features)."""
 
     version: str
     kind: str  # "model" | "baseline"
     purchase: PurchaseModel | None = None
-    spend: SpendModel | None = None
+    spend: SpendModel | PastSpendModel | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    @_single_threaded_call
     def predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
@@ -155,64 +313,95 @@ def split_calibration(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train[train["snapshot"] < snaps[-1]], train[train["snapshot"] == snaps[-1]]
 
 
-def fit_purchase_model(train: pd.DataFrame, *, seed: int, smote: bool = True, kinds: tuple[str, ...] = PURCHASE_CANDIDATES) -> PurchaseModel:
-    """Fit each candidate on all snapshots but the latest (SMOTE inside the fit), choose the one
-    with the best PR-AUC on the latest snapshot, and calibrate it there (isotonic)."""
-    from sklearn.isotonic import IsotonicRegression
+@_single_threaded_call
+def fit_purchase_model(
+    train: pd.DataFrame,
+    *,
+    seed: int,
+    smote: bool = True,
+    kinds: tuple[str, ...] = PURCHASE_CANDIDATES,
+    columns: list[str] | None = None,
+    smote_only: bool = False,
+) -> PurchaseModel:
+    """Fit the candidates on all snapshots but the latest, choose on the latest (the calibration
+    slice) and Platt-calibrate the chosen one there. ``smote``: SMOTE variants compete with the
+    plain ones (SMOTE resamples inside the fit only); ``smote_only`` (with ``smote``): only SMOTE
+    variants (the ablation "with SMOTE"). ``columns`` restricts the features."""
+    import numpy as np
 
     from purchasing_power.evaluate import purchase_metrics
     from purchasing_power.rebalance import class_balance
 
+    unknown = set(kinds) - set(PURCHASE_CANDIDATES)
+    if unknown or not kinds:
+        raise ValueError(f"unknown purchase candidates {sorted(unknown)}; expected some of {PURCHASE_CANDIDATES}")
     base_rows, cal_rows = split_calibration(train)
-    num, text = feature_columns(train)
+    num, text = feature_columns(train if columns is None else train[columns])
     cols = num + text
     y = base_rows["purchased"].to_numpy()
+    y_cal = cal_rows["purchased"].to_numpy()
     balance = class_balance(y)
-    if min(balance["positives"], balance["negatives"]) < 10:
-        raise InsufficientData(f"too few rows of one class to fit: {balance}")
     minority = min(balance["positives"], balance["negatives"])
-    scores: dict[str, dict[str, float]] = {}
-    fitted: dict[str, Any] = {}
-    for kind in kinds:
-        pipe = make_purchase_pipeline(kind, num, text, seed=seed, n_rows=len(base_rows), minority=minority, smote=smote)
-        pipe.fit(base_rows[cols], y)
-        raw = pipe.predict_proba(cal_rows[cols])[:, 1]
-        scores[kind] = purchase_metrics(cal_rows["purchased"].to_numpy(), raw)
-        fitted[kind] = (pipe, raw)
-    best = max(kinds, key=lambda k: (_nan0(scores[k]["pr_auc"]), _nan0(scores[k]["roc_auc"]), -kinds.index(k)))
-    pipe, raw = fitted[best]
-    calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, cal_rows["purchased"].to_numpy())
+    if minority < 10:
+        raise InsufficientData(f"too few rows of one class to fit: {balance}")
+    if len(np.unique(y_cal)) < 2:
+        raise InsufficientData("the calibration snapshot has a single class")
+    pipes = sorted({"hgb", "logreg"} & set(kinds) | ({"hgb", "logreg"} if "blend" in kinds else set()))
+    variants = ((True,) if smote_only else (False, True)) if smote else (False,)
+    fitted: dict[tuple[str, bool], Any] = {}
+    raw: dict[tuple[str, bool], np.ndarray] = {}
+    for use_smote in variants:
+        for kind in pipes:
+            pipe = make_purchase_pipeline(kind, num, text, seed=seed, n_rows=len(base_rows), minority=minority, smote=use_smote)
+            pipe.fit(base_rows[cols], y)
+            fitted[kind, use_smote] = pipe
+            raw[kind, use_smote] = pipe.predict_proba(cal_rows[cols])[:, 1]
+        if "blend" in kinds:
+            raw["blend", use_smote] = _combine([raw["hgb", use_smote], raw["logreg", use_smote]])
+    scores = {key: purchase_metrics(y_cal, r) for key, r in raw.items() if key[0] in kinds}
+    order = {key: i for i, key in enumerate(scores)}
+    best = max(scores, key=lambda k: (round(_nan0(scores[k]["pr_auc"]), 12), round(_nan0(scores[k]["roc_auc"]), 12), -order[k]))
+    kind, use_smote = best
+    members = ["hgb", "logreg"] if kind == "blend" else [kind]
+    calibrator = PlattCalibrator.fit(raw[best], y_cal)
+    calibrated = calibrator.predict(raw[best])
+    name = lambda k: f"{k[0]}{'+smote' if k[1] else ''}"  # noqa: E731
     selection = {
-        "chosen": best,
+        "chosen": name(best),
+        "smote_used": bool(use_smote),
+        "smote_offered": bool(smote),
+        "calibration": "platt",
         "calibration_snapshot": str(cal_rows["snapshot"].iloc[0]),
-        "selection_metrics": {k: {m: v for m, v in s.items() if m in ("roc_auc", "pr_auc")} for k, s in scores.items()},
+        "fit_rows": int(len(base_rows)),
+        "calibration_rows": int(len(cal_rows)),
+        "selection_metrics": {name(k): {m: s[m] for m in ("roc_auc", "pr_auc", "ece")} for k, s in scores.items()},
+        "calibration_slice_ece": {"before": scores[best]["ece"], "after": purchase_metrics(y_cal, calibrated)["ece"]},
         "class_balance_before_smote": balance,
-        "smote": smote,
     }
-    return PurchaseModel(kind=best, columns=cols, base=pipe, calibrator=calibrator, selection=selection)
+    return PurchaseModel(kind=kind, columns=cols, pipelines=[fitted[m, use_smote] for m in members], calibrator=calibrator, selection=selection)
 
 
-def fit_spend_model(train: pd.DataFrame, *, seed: int) -> SpendModel:
-    from sklearn.ensemble import HistGradientBoostingRegressor
+@_single_threaded_call
+def fit_spend_model(train: pd.DataFrame, *, seed: int, columns: list[str] | None = None) -> SpendModel:
+    """Two-part spend model on the closed spend snapshots (see the module docstring)."""
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import Pipeline
 
-    num, text = feature_columns(train)
-    y = train["spend"].to_numpy()
-    if len(train) < 20 or (y > 0).sum() < 10:
-        raise InsufficientData(f"too few spend training rows: {len(train)} rows, {(y > 0).sum()} with spend")
-    pipe = Pipeline(
-        [
-            ("pre", _preprocessor(num, text, seed, len(train), scale=False)),
-            (
-                "reg",
-                HistGradientBoostingRegressor(
-                    loss="poisson", max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=50, l2_regularization=1.0, random_state=seed
-                ),
-            ),
-        ]
-    )
-    pipe.fit(train[num + text], y)
-    return SpendModel(columns=num + text, model=pipe)
+    num, text = feature_columns(train if columns is None else train[columns])
+    y = train["spend"].to_numpy(dtype=np.float64)
+    pos = y > 0
+    if len(train) < 20 or pos.sum() < 10 or (~pos).sum() < 10:
+        raise InsufficientData(f"too few spend training rows: {len(train)} rows, {int(pos.sum())} with spend")
+    buy = Pipeline([("pre", _preprocessor(num, text, seed, len(train), scale=False)), ("clf", _hgb_classifier(seed))])
+    buy.fit(train[num + text], pos.astype(np.int64))
+    A = _amount_matrix(train[pos], AMOUNT_FEATURES)
+    reg = LinearRegression().fit(A, np.log(y[pos]))
+    resid = np.log(y[pos]) - reg.predict(A)
+    smearing = float(np.mean(np.exp(resid)))  # Duan's smearing estimate of E[exp(residual)]
+    coef = [float(reg.intercept_)] + [float(c) for c in reg.coef_]
+    info = {"rows": int(len(train)), "rows_with_spend": int(pos.sum()), "amount_coef": coef, "smearing": smearing}
+    return SpendModel(columns=num + text, buy=buy, amount_coef=coef, smearing=smearing, info=info)
 
 
 def _nan0(v: float) -> float:

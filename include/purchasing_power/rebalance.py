@@ -1,7 +1,10 @@
 """SMOTE rebalancing — applied to training data only, inside the fit.
 
 The sampler is a step of an imbalanced-learn ``Pipeline``: imbalanced-learn calls ``fit_resample``
-only while fitting, so scoring, calibration and evaluation always see real rows.
+only while fitting, so scoring, calibration and evaluation always see real rows. The model fit
+(``model.fit_purchase_model``) lets each SMOTE variant compete with its plain twin on the
+held-out calibration snapshot and recalibrates whichever wins there, so SMOTE stays only where it
+earns its place (on the UCI Online Retail anchors it never did: see bench/results/quality.md).
 """
 
 from __future__ import annotations

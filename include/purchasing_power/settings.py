@@ -45,7 +45,7 @@ def default_demo_source(storage: str | None = None) -> str:
 #: recipe). It is part of every source-derived path, so bumping it after such a change makes
 #: every run recompute instead of reusing stale features or models. Published outputs are
 #: overwritten by the next run of their day.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ class Settings:
     tier_medium_share: float = 0.3  # next 30 % are "medium", the rest "low"
     gate_min_lift: float = 0.0  # candidate must beat baselines/champion by at least this much
     use_text: bool = True  # product-text embeddings as features (ablation switch)
-    use_smote: bool = True  # SMOTE inside the purchase model's training fit (ablation switch)
-    candidates: tuple[str, ...] = ("hgb",)  # purchase candidates: hgb, logreg (best on the calibration slice wins)
+    use_smote: bool = True  # SMOTE variants compete inside the purchase fit (resampling the fit rows only; recalibrated, kept only if they win on the calibration slice)
+    candidates: tuple[str, ...] = ("blend",)  # purchase candidates: hgb, logreg, blend (mean logit of both); best PR-AUC on the calibration slice wins
 
     # -- construction ------------------------------------------------------------------------
     @classmethod

@@ -1,0 +1,556 @@
+"""Prediction-quality benchmark: the real pipeline against buy-till-you-die and RFM baselines,
+measured out of time on the UCI Online Retail data.
+
+    PYTHONPATH=include .venv/bin/python bench/bench_quality.py [--data ../shared/datasets/online_retail.parquet]
+        [--storage /tmp/ppbench-quality] [--days 2011-05-31,2011-08-31,2011-09-30]
+        [--bootstrap 500] [--no-ablations] [--out bench/results/quality.json] [--md bench/results/quality.md]
+
+Protocol
+--------
+For each as-of day D the pipeline's own stage functions run in this process, in the Dag's order
+(``extract, clean, embed, features, train, evaluate, gate, score, publish`` via
+``purchasing_power.pipeline.run_stage``) with default settings, in a scratch storage root (never
+the repository; reused across runs so the embedding cache and the grid snapshots' features are
+computed once). The champion's predictions are ``predictions/ds=D/predictions.parquet``.
+
+Every run for D reads clean data up to the end of D only; models are fitted on the anchor day's
+closed snapshots (purchase labels closed by the anchor <= D, spend labels too), so no label
+window used for training reaches D+1. Nothing is tuned on these windows: the purchase recipe
+(features, model family, blend, calibration) was chosen on other windows, as of 2011-04-30,
+2011-06-30 and 2011-07-31 (30-day outcomes ending by 2011-08-30), and the pipeline itself
+chooses and calibrates only on its held-out training snapshot. (The spend recipe was compared on
+the same as-of days; their 90-day outcomes do overlap the later evaluation windows.)
+
+Outcomes (read from the source's full history, cleaned by the same clean stage): a purchase day
+(net value > 0) in [D+1, D+31) and net spend in [D+1, D+91) (floored at 0), for every customer
+the pipeline scored (a valid sale line before D+1).
+
+Contenders, all on the same customers:
+
+* purchase: the champion (what the gate deployed), the anchor's candidate before the gate,
+  BG/NBD P(purchase in 30 days) and expected purchases (maximum likelihood, Fader-Hardie-Lee
+  2005, fitted on D's history), RFM + logistic regression and recency alone (a logistic
+  regression on log recency), both fitted on the same closed snapshots as the candidate;
+* spend: the champion, the candidate's two-part spend model, past net spend ("past spend total",
+  scaled to a 90-day amount on the candidate's spend snapshots: the scale changes neither Gini
+  nor Spearman) and BG/NBD x Gamma-Gamma.
+
+Metrics: ROC-AUC, PR-AUC (average precision), lift at the top 10 %, Brier and ECE (10
+equal-width bins) for probabilities; normalized Gini, Spearman and decile MAPE (ZILN paper) for
+spend. 95 % intervals are percentile intervals of a paired bootstrap over customers (the same
+resamples for every contender of a day); an average's interval combines the days' resamples.
+
+Ablations refit the anchor's deployable candidate on the same snapshots with: no text features;
+SMOTE forced (SMOTE variants only, recalibrated on the held-out snapshot); SMOTE off.
+
+Writes the JSON to --out and a Markdown summary to --md (default: --out with .md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+log = logging.getLogger("bench_quality")
+
+DEFAULT_DAYS = ("2011-05-31", "2011-08-31", "2011-09-30")
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "online_retail.parquet"
+DEFAULT_STORAGE = "/tmp/ppbench-quality"
+STAGES = ("extract", "clean", "embed", "features", "train", "evaluate", "gate", "score", "publish")
+TARGET_LIFT = 0.02
+TARGET_ECE = 0.03
+RFM_COLUMNS = ("recency_days", "n_purchase_days", "spend_total")
+
+PURCHASE_LABELS = {
+    "champion": "champion (deployed by the gate)",
+    "candidate": "candidate before the gate",
+    "bgnbd": "BG/NBD P(purchase in 30 d)",
+    "bgnbd_expected": "BG/NBD expected purchases",
+    "rfm_logreg": "RFM + logistic regression",
+    "recency": "recency alone",
+}
+SPEND_LABELS = {
+    "champion": "champion (deployed by the gate)",
+    "candidate": "candidate two-part model",
+    "candidate_no_text": "candidate two-part model, no text",
+    "past_spend": "past spend total",
+    "bgnbd_gg": "BG/NBD x Gamma-Gamma",
+}
+ABLATION_LABELS = {
+    "default": "default (text, SMOTE competing, recalibrated)",
+    "no_text": "without text embeddings",
+    "smote_forced": "SMOTE forced (recalibrated)",
+    "no_smote": "without SMOTE",
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# pipeline
+# ------------------------------------------------------------------------------------------------
+def run_day(day: date, params: dict[str, Any]) -> dict[str, float]:
+    """Every stage of the Dag for ``day`` in this process; seconds per stage."""
+    from purchasing_power.pipeline import run_stage
+
+    timings = {}
+    for stage in STAGES:
+        t0 = time.perf_counter()
+        run_stage(stage, {**params, "day": day.isoformat()})
+        timings[stage] = round(time.perf_counter() - t0, 2)
+        log.info("  %s %s: %.1f s", day, stage, timings[stage])
+    return timings
+
+
+def source_last_day(settings) -> date:
+    from purchasing_power.extract import read_source
+
+    ts = pd.to_datetime(read_source(settings.resolved_source, settings.column_map)["InvoiceDate"], errors="coerce")
+    return ts.max().date()
+
+
+def _logreg(train: pd.DataFrame, cols: list[str], seed: int):
+    """Standardised logistic regression on log1p(max(x, 0)) of ``cols`` -> fitted (model, transform)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    def transform(f: pd.DataFrame) -> np.ndarray:
+        return np.log1p(np.clip(np.nan_to_num(f[cols].to_numpy(dtype=np.float64)), 0.0, None))
+
+    X = transform(train)
+    scaler = StandardScaler().fit(X)
+    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(scaler.transform(X), train["purchased"].to_numpy())
+    return lambda f: model.predict_proba(scaler.transform(transform(f)))[:, 1]
+
+
+# ------------------------------------------------------------------------------------------------
+# one day
+# ------------------------------------------------------------------------------------------------
+def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int, seed: int, ablations: bool) -> dict[str, Any]:
+    from purchasing_power.evaluate import (
+        bootstrap_indices,
+        bootstrap_metrics,
+        purchase_point_metrics,
+        spend_point_metrics,
+    )
+    from purchasing_power.features import build_labels
+    from purchasing_power.gate import DECISION_FILE
+    from purchasing_power.model import BASELINE_P, BASELINE_SPEND, fit_past_spend, fit_purchase_model, fit_spend_model
+    from purchasing_power.publish import METRICS_FILE, PREDICTIONS_FILE
+    from purchasing_power.storage import Storage
+    from purchasing_power.train import CANDIDATE_DEPLOY, TRAINING_INFO, Context, anchor_for, load_bundle
+
+    s = settings
+    out_store = Storage.at(s.storage)
+    pred = out_store.read_parquet(out_store.path("predictions", day, PREDICTIONS_FILE)).set_index("customer_id")
+    ctx = Context.load(s, day)
+    feats = ctx.features(day)
+    if not pred.index.equals(feats.index):
+        raise AssertionError(f"{day}: predictions and features cover different customers")
+    customers = feats.index
+    lab = build_labels(truth_tx, day, customers, s.purchase_horizon_days, s.spend_horizon_days)
+    y_p = lab["purchased"].to_numpy()
+    y_s = lab["spend"].to_numpy()
+
+    anchor = anchor_for(s, day)
+    training = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, TRAINING_INFO))
+    decision = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, DECISION_FILE))
+    deployed = training.get("deployed") or {}
+    p_snaps = [date.fromisoformat(d) for d in deployed.get("purchase_snapshots", [])]
+    s_snaps = [date.fromisoformat(d) for d in deployed.get("spend_snapshots", [])]
+    t0 = time.perf_counter()
+    ptab = ctx.training_table(p_snaps, anchor) if p_snaps else pd.DataFrame()
+    stab = ctx.training_table(s_snaps, anchor) if s_snaps else pd.DataFrame()
+    cand_path = ctx.ws.work.path("models", anchor, CANDIDATE_DEPLOY)
+    candidate = load_bundle(ctx.ws, cand_path) if ctx.ws.work.exists(cand_path) else None
+
+    purchase = {
+        "champion": pred["p_purchase_30d"].to_numpy(),
+        "bgnbd": np.nan_to_num(feats[BASELINE_P].to_numpy(dtype=np.float64)),
+        "bgnbd_expected": np.nan_to_num(feats["bgnbd_expected_purchases"].to_numpy(dtype=np.float64)),
+    }
+    if candidate is not None:
+        purchase["candidate"] = candidate.predict(feats)[0]
+    if not ptab.empty:
+        purchase["rfm_logreg"] = _logreg(ptab, list(RFM_COLUMNS), s.seed)(feats)
+        purchase["recency"] = _logreg(ptab, ["recency_days"], s.seed)(feats)
+    spend = {"champion": pred["expected_spend_90d"].to_numpy(), "bgnbd_gg": np.nan_to_num(feats[BASELINE_SPEND].to_numpy(dtype=np.float64))}
+    past_model = fit_past_spend(stab, stab["spend"]) if not stab.empty else None
+    scale = past_model.scale if past_model is not None else None
+    spend["past_spend"] = past_model.predict(feats) if past_model is not None else np.clip(np.nan_to_num(feats["spend_total"].to_numpy()), 0.0, None)
+    if candidate is not None and candidate.spend is not None:
+        spend["candidate"] = candidate.predict(feats)[1]
+
+    abl: dict[str, np.ndarray] = {}
+    abl_info: dict[str, Any] = {}
+    if ablations and candidate is not None and not ptab.empty:
+        abl["default"] = purchase["candidate"]
+        abl_info["default"] = candidate.purchase.selection
+        no_text = [c for c in ptab.columns if not c.startswith("txt_")]
+        kinds = tuple(s.candidates)
+        variants = {
+            "no_text": dict(smote=s.use_smote, columns=no_text),
+            "smote_forced": dict(smote=True, smote_only=True),
+            "no_smote": dict(smote=False),
+        }
+        for name, kw in variants.items():
+            t1 = time.perf_counter()
+            m = fit_purchase_model(ptab, seed=s.seed, kinds=kinds, **kw)
+            abl[name] = m.predict_proba(feats)
+            abl_info[name] = m.selection
+            log.info("  %s ablation %s: %.1f s", day, name, time.perf_counter() - t1)
+        if not stab.empty and candidate.spend is not None:
+            sm = fit_spend_model(stab, seed=s.seed, columns=[c for c in stab.columns if not c.startswith("txt_")])
+            spend["candidate_no_text"] = sm.predict(feats)
+    fit_seconds = time.perf_counter() - t0
+
+    idx = bootstrap_indices(len(customers), resamples, seed)
+    t1 = time.perf_counter()
+    boot_p = {
+        name: bootstrap_metrics(lambda y, q, pr=name != "bgnbd_expected": purchase_point_metrics(y, q, probabilities=pr), y_p, p, idx)
+        for name, p in purchase.items()
+    }
+    boot_s = {name: bootstrap_metrics(spend_point_metrics, y_s, q, idx) for name, q in spend.items()}
+    boot_a = {name: bootstrap_metrics(purchase_point_metrics, y_p, p, idx) for name, p in abl.items()}
+    boot_seconds = time.perf_counter() - t1
+
+    metrics_path = out_store.path("metrics", day, METRICS_FILE)
+    return {
+        "day": day.isoformat(),
+        "anchor": anchor.isoformat(),
+        "customers": int(len(customers)),
+        "purchase_base_rate": float(y_p.mean()),
+        "mean_spend": float(y_s.mean()),
+        "outcome_windows": {
+            "purchase": [_shift(day, 1), _shift(day, 1 + s.purchase_horizon_days)],
+            "spend": [_shift(day, 1), _shift(day, 1 + s.spend_horizon_days)],
+        },
+        "training": {
+            "purchase_snapshots": [d.isoformat() for d in p_snaps],
+            "spend_snapshots": [d.isoformat() for d in s_snaps],
+            "purchase_rows": int(len(ptab)),
+            "spend_rows": int(len(stab)),
+            "past_spend_scale": scale,
+            "candidate_selection": (candidate.purchase.selection if candidate is not None and candidate.purchase else None),
+            "candidate_spend": (getattr(candidate.spend, "info", None) if candidate is not None and candidate.spend is not None else None),
+        },
+        "gate": {
+            "status": decision.get("status"),
+            "promoted": decision.get("promoted"),
+            "spend": decision.get("spend"),
+            "deployed_version": decision.get("deployed_version"),
+            "champion_version": decision.get("champion_version"),
+            "reasons": decision.get("reasons"),
+            "metrics_json": metrics_path,
+        },
+        "_boot": {"purchase": boot_p, "spend": boot_s, "ablation": boot_a},
+        "ablation_selection": abl_info,
+        "seconds": {"fits_and_ablations": round(fit_seconds, 1), "bootstrap": round(boot_seconds, 1)},
+    }
+
+
+def _shift(day: date, days: int) -> str:
+    from datetime import timedelta
+
+    return (day + timedelta(days=days)).isoformat()
+
+
+# ------------------------------------------------------------------------------------------------
+# summaries
+# ------------------------------------------------------------------------------------------------
+def summarise(boot: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from purchasing_power.evaluate import interval
+
+    out = {}
+    for name, metrics in boot.items():
+        out[name] = {}
+        for k, v in metrics.items():
+            lo, hi = interval(v["resamples"])
+            out[name][k] = {"value": _f(v["value"]), "ci95": [_f(lo), _f(hi)]}
+    return out
+
+
+def average(days: list[dict[str, Any]], block: str) -> dict[str, dict[str, Any]]:
+    """Mean over the days of each contender's metrics; the interval of the mean combines the
+    days' bootstrap resamples (independent across days)."""
+    from purchasing_power.evaluate import interval
+
+    names = [n for n in days[0]["_boot"][block] if all(n in d["_boot"][block] for d in days)]
+    out = {}
+    for name in names:
+        out[name] = {}
+        for k in days[0]["_boot"][block][name]:
+            vals = [d["_boot"][block][name][k]["value"] for d in days]
+            draws = np.mean([d["_boot"][block][name][k]["resamples"] for d in days], axis=0)
+            lo, hi = interval(draws)
+            out[name][k] = {"value": _f(float(np.mean(vals))), "ci95": [_f(lo), _f(hi)]}
+    return out
+
+
+def paired_difference(days: list[dict[str, Any]], block: str, a: str, b: str | list[str], metric: str) -> dict[str, Any]:
+    """Average over days of metric(a) - metric(b) (b: one contender, or the better of several per
+    resample), with the paired-bootstrap interval."""
+    from purchasing_power.evaluate import interval
+
+    def best_of(d: dict[str, Any], key: str) -> np.ndarray | float:
+        names = [b] if isinstance(b, str) else b
+        vals = [d["_boot"][block][n][metric][key] for n in names if n in d["_boot"][block]]
+        return np.max(np.vstack(vals), axis=0) if key == "resamples" else max(vals)
+
+    point = float(np.mean([d["_boot"][block][a][metric]["value"] - best_of(d, "value") for d in days]))
+    draws = np.mean([d["_boot"][block][a][metric]["resamples"] - best_of(d, "resamples") for d in days], axis=0)
+    lo, hi = interval(draws)
+    return {"value": _f(point), "ci95": [_f(lo), _f(hi)]}
+
+
+def _f(v: Any) -> float | None:
+    v = float(v)
+    return None if v != v else round(v, 6)
+
+
+def targets(days: list[dict[str, Any]]) -> dict[str, Any]:
+    avg_p = average(days, "purchase")
+    avg_s = average(days, "spend")
+    out: dict[str, Any] = {}
+    for metric in ("roc_auc", "pr_auc"):
+        diff = paired_difference(days, "purchase", "champion", "bgnbd", metric)
+        out[f"purchase_{metric}_vs_bgnbd"] = {
+            "target": f"champion - BG/NBD >= {TARGET_LIFT}",
+            "champion": avg_p["champion"][metric]["value"],
+            "bgnbd": avg_p["bgnbd"][metric]["value"],
+            "difference": diff,
+            "met": diff["value"] is not None and diff["value"] >= TARGET_LIFT,
+        }
+    g_past = avg_s["past_spend"]["normalized_gini"]["value"]
+    g_gg = avg_s["bgnbd_gg"]["normalized_gini"]["value"]
+    better = "past_spend" if g_past >= g_gg else "bgnbd_gg"
+    diff = paired_difference(days, "spend", "champion", better, "normalized_gini")
+    out["spend_gini_vs_best_baseline"] = {
+        "target": f"champion - better of (past spend, BG/NBD x GG) >= {TARGET_LIFT}",
+        "champion": avg_s["champion"]["normalized_gini"]["value"],
+        "better_baseline": better,
+        "baseline": max(g_past, g_gg),
+        "difference": diff,
+        "met": diff["value"] is not None and diff["value"] >= TARGET_LIFT,
+    }
+    cand = avg_s.get("candidate", {}).get("normalized_gini")
+    if cand is not None:
+        out["spend_gini_vs_best_baseline"]["candidate_two_part"] = cand["value"]
+        out["spend_gini_vs_best_baseline"]["candidate_difference"] = paired_difference(days, "spend", "candidate", better, "normalized_gini")
+    ece = avg_p["champion"]["ece"]["value"]
+    out["purchase_ece"] = {
+        "target": f"champion ECE <= {TARGET_ECE}",
+        "champion": ece,
+        "per_day": {d["day"]: d["_boot"]["purchase"]["champion"]["ece"]["value"] for d in days},
+        "met": ece is not None and ece <= TARGET_ECE,
+    }
+    if all("smote_forced" in d["_boot"]["ablation"] for d in days):
+        ece_s = average(days, "ablation")["smote_forced"]["ece"]["value"]
+        out["purchase_ece"]["smote_forced_recalibrated"] = ece_s
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# markdown
+# ------------------------------------------------------------------------------------------------
+def _cell(m: dict[str, Any] | None, digits: int = 3) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    lo, hi = m["ci95"]
+    ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None else ""
+    return f"{m['value']:.{digits}f}{ci}"
+
+
+def _table(rows: dict[str, dict[str, Any]], labels: dict[str, str], metrics: list[tuple[str, str]]) -> list[str]:
+    lines = ["| | " + " | ".join(h for _, h in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for name, label in labels.items():
+        if name in rows:
+            lines.append(f"| {label} | " + " | ".join(_cell(rows[name].get(k)) for k, _ in metrics) + " |")
+    return lines
+
+
+P_METRICS = [("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("lift_at_10pct", "lift@10%"), ("brier", "Brier"), ("ece", "ECE")]
+S_METRICS = [("normalized_gini", "norm. Gini"), ("spearman", "Spearman"), ("decile_mape", "decile MAPE")]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    days = result["days"]
+    L = [
+        f"Out-of-time quality on UCI Online Retail, as of {', '.join(d['day'] for d in days)} "
+        f"(averages over the days; 95 % paired-bootstrap intervals, {result['bootstrap_resamples']} resamples). "
+        "Outcomes: a purchase in [D+1, D+31), net spend in [D+1, D+91); every customer with a valid purchase before D+1. "
+        f"`make bench-quality` ({result['seconds_total']:.0f} s on {result['machine']['cpus']} CPUs).",
+        "",
+        "**Purchase in the next 30 days** (`p_purchase_30d`), average of the days",
+        "",
+        *_table(result["average"]["purchase"], PURCHASE_LABELS, P_METRICS),
+        "",
+        "**Spend over the next 90 days** (`expected_spend_90d`), average of the days",
+        "",
+        *_table(result["average"]["spend"], SPEND_LABELS, S_METRICS),
+        "",
+        "**Targets** (averages over the days)",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    t = result["targets"]
+    for key, label in (("purchase_roc_auc_vs_bgnbd", "ROC-AUC ≥ BG/NBD + 0.02"), ("purchase_pr_auc_vs_bgnbd", "PR-AUC ≥ BG/NBD + 0.02")):
+        x = t[key]
+        L.append(f"| {label} | {x['champion']:.3f} vs {x['bgnbd']:.3f}: {_signed(x['difference'])} | {'yes' if x['met'] else 'no'} |")
+    x = t["spend_gini_vs_best_baseline"]
+    extra = f"; candidate two-part {_signed(x['candidate_difference'])}" if "candidate_difference" in x else ""
+    L.append(f"| normalized Gini ≥ better spend baseline + 0.02 | {x['champion']:.3f} vs {x['better_baseline']} {x['baseline']:.3f}: "
+             f"{_signed(x['difference'])}{extra} | {'yes' if x['met'] else 'no'} |")
+    x = t["purchase_ece"]
+    per_day = ", ".join(f"{d}: {v:.3f}" for d, v in x["per_day"].items())
+    L.append(f"| ECE ≤ 0.03 | {x['champion']:.3f} ({per_day}) | {'yes' if x['met'] else 'no'} |")
+    if result["average"].get("ablation"):
+        L += ["", "**Ablations** (the anchor's candidate refitted on the same snapshots), average of the days", "",
+              *_table(result["average"]["ablation"], ABLATION_LABELS, P_METRICS)]
+        smote = result.get("smote_summary")
+        if smote:
+            L += ["", smote]
+    L += ["", "**Per day**", ""]
+    for d in days:
+        g = d["gate"]
+        L += [
+            f"*{d['day']}* — anchor {d['anchor']}, {d['customers']} customers, purchase rate {d['purchase_base_rate']:.3f}, "
+            f"gate: {g['status']} (spend: {g['spend']}), deployed `{g['deployed_version']}`",
+            "",
+            *_table(d["purchase"], PURCHASE_LABELS, P_METRICS),
+            "",
+            *_table(d["spend"], SPEND_LABELS, S_METRICS),
+            "",
+        ]
+    return "\n".join(L).rstrip() + "\n"
+
+
+def _signed(m: dict[str, Any]) -> str:
+    lo, hi = m["ci95"]
+    return f"{m['value']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def smote_summary(days: list[dict[str, Any]], avg_abl: dict[str, Any]) -> str | None:
+    if not all(k in avg_abl for k in ("default", "smote_forced", "no_smote")):
+        return None
+    won = []
+    for d in days:
+        sel = d["ablation_selection"].get("default") or {}
+        won.append(f"{d['day']}: {sel.get('chosen')}")
+    f, n = avg_abl["smote_forced"], avg_abl["no_smote"]
+    return (
+        "SMOTE: inside the fit only, its variants compete with the plain ones on the held-out (calibration) snapshot "
+        f"and are recalibrated there; chosen per anchor: {'; '.join(won)}. Forced SMOTE vs none: ROC-AUC "
+        f"{f['roc_auc']['value']:.3f} vs {n['roc_auc']['value']:.3f}, PR-AUC {f['pr_auc']['value']:.3f} vs {n['pr_auc']['value']:.3f}, "
+        f"ECE {f['ece']['value']:.3f} vs {n['ece']['value']:.3f}."
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--storage", default=os.environ.get("PURCHASING_POWER_BENCH_STORAGE", DEFAULT_STORAGE))
+    ap.add_argument("--days", default=",".join(DEFAULT_DAYS))
+    ap.add_argument("--bootstrap", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=20240101)
+    ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
+    ap.add_argument("--md", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("purchasing_power", "httpx", "urllib3", "transformers", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if not Path(args.data).exists():
+        print(f"data set not found: {args.data}", file=sys.stderr)
+        return 2
+    storage = str(Path(args.storage).resolve())
+    if storage == str(ROOT) or storage.startswith(str(ROOT) + os.sep):
+        print(f"--storage must lie outside the repository, got {storage}", file=sys.stderr)
+        return 2
+    os.environ["PURCHASING_POWER_STORAGE"] = storage
+    from purchasing_power.clean import load_clean_history
+    from purchasing_power.pipeline import run_stage
+    from purchasing_power.settings import Settings
+
+    t_start = time.perf_counter()
+    params = {"source": str(Path(args.data).resolve())}
+    settings = Settings.from_env().with_conf(params)
+    days = [date.fromisoformat(d.strip()) for d in args.days.split(",") if d.strip()]
+
+    # outcomes: the source's whole history through its last day, cleaned by the pipeline's clean
+    # stage (the runs below still read only clean partitions <= their own day)
+    last = source_last_day(settings)
+    t0 = time.perf_counter()
+    for stage in ("extract", "clean"):
+        run_stage(stage, {**params, "day": last.isoformat()})
+    truth_tx = load_clean_history(settings, last)
+    prep_seconds = time.perf_counter() - t0
+    log.info("outcomes: clean history through %s (%d rows) in %.1f s", last, len(truth_tx), prep_seconds)
+
+    per_day, timings = [], {}
+    for day in days:
+        log.info("pipeline for %s", day)
+        timings[day.isoformat()] = run_day(day, params)
+        res = evaluate_day(settings, day, truth_tx, resamples=args.bootstrap, seed=args.seed, ablations=not args.no_ablations)
+        res["stage_seconds"] = timings[day.isoformat()]
+        per_day.append(res)
+        log.info("%s done (%s)", day, res["seconds"])
+
+    avg = {"purchase": average(per_day, "purchase"), "spend": average(per_day, "spend")}
+    if all(d["_boot"]["ablation"] for d in per_day):
+        avg["ablation"] = average(per_day, "ablation")
+    result: dict[str, Any] = {
+        "benchmark": "prediction quality, out of time",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": params["source"],
+        "storage": storage,
+        "source_last_day": last.isoformat(),
+        "settings": {k: v for k, v in settings.as_dict().items() if k not in ("storage", "source", "column_map")},
+        "bootstrap_resamples": args.bootstrap,
+        "bootstrap_seed": args.seed,
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "average": avg,
+        "targets": targets(per_day),
+        "days": [],
+    }
+    if "ablation" in avg:
+        result["smote_summary"] = smote_summary(per_day, avg["ablation"])
+    for d in per_day:
+        boot = d.pop("_boot")
+        d["purchase"] = summarise(boot["purchase"])
+        d["spend"] = summarise(boot["spend"])
+        d["ablation"] = summarise(boot["ablation"])
+        result["days"].append(d)
+    result["seconds_total"] = round(time.perf_counter() - t_start, 1)
+    result["seconds"] = {"outcomes": round(prep_seconds, 1), "stages": timings}
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    md = Path(args.md) if args.md else out.with_suffix(".md")
+    md.write_text(markdown(result))
+    print(md.read_text())
+    print(f"wrote {out} and {md} in {result['seconds_total']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
