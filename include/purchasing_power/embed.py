@@ -1006,22 +1006,21 @@ def load_vectors(texts: Sequence[str], storage: Storage, settings: Any) -> np.nd
 
 
 def embed_day(settings: Any, day: Any) -> dict[str, Any]:
-    """Stage function: embed every distinct product description in the clean history up to the
-    end of ``day`` that the cache does not hold yet (on a daily run: that day's new texts only).
-
-    The report adds the dedup ratio: clean rows with text per distinct text embedded now."""
-    from purchasing_power.clean import load_clean_history
-    from purchasing_power.extract import Workspace
-
+    """Stage function (one pass, for ``run_all``; the DAG runs ``plan_day`` + ``embed_shard``):
+    embed every distinct product description in the clean history up to the end of ``day``
+    that the cache does not hold yet. The report adds the dedup ratio: clean rows with text per
+    distinct text embedded now."""
     if not settings.use_text:
         return {"day": day.isoformat(), "skipped": "use_text is off"}
-    ws = Workspace.for_settings(settings)
-    tx = load_clean_history(settings, day)
-    report = embed_new(tx["description"].tolist() if len(tx) else [], ws.out, settings)
-    with_text = report["rows"] - report["empty"]
+    ws, texts = _day_texts(settings, day)
+    report = embed_new(texts, ws.out, settings)
     report["day"] = day.isoformat()
-    report["dedup_ratio"] = round(with_text / report["new"], 1) if report["new"] else None
+    report["dedup_ratio"] = _dedup_ratio(report["rows"] - report["empty"], report["new"])
     return report
+
+
+def _dedup_ratio(with_text: int, new: int) -> float | None:
+    return round(with_text / new, 1) if new else None
 
 
 SHARD_FILE = "shard-{:04d}.parquet"
@@ -1059,7 +1058,6 @@ def plan_day(settings: Any, day: Any) -> dict[str, Any]:
         frame = pd.DataFrame({"text": pd.Series(shard, dtype="string")})
         paths.append(ws.out.write_parquet(frame, ws.out.path("embed_shards", day, SHARD_FILE.format(i))))
     new = sum(len(sh) for sh in shards)
-    with_text = rows - empty
     return {
         "day": day.isoformat(),
         "rows": rows,
@@ -1067,7 +1065,7 @@ def plan_day(settings: Any, day: Any) -> dict[str, Any]:
         "unique": len(unique),
         "cached": len(unique) - new,
         "new": new,
-        "dedup_ratio": round(with_text / new, 1) if new else None,
+        "dedup_ratio": _dedup_ratio(rows - empty, new),
         "model_id": ref.model_id,
         "revision": ref.revision,
         "shards": paths,
