@@ -35,7 +35,13 @@ else
 METADB := metadb_env="$$($(BIN)/python -m purchasing_power.metadb env)" && eval "$$metadb_env" || exit 1
 METADB_NAME := embedded PostgreSQL in $(AIRFLOW_HOME)/pg
 endif
-export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
+# A LocalExecutor that imports pandas, scikit-learn, torch, ... once in the scheduler before it forks
+# its workers, so that tasks (forks of those workers) start warm: see include/purchasing_power/executor.py.
+export AIRFLOW__CORE__EXECUTOR ?= purchasing_power.executor.PreloadingLocalExecutor
+# The task supervisor notices a finished task only at its select() timeout when the task closed its
+# sockets before exiting (about half of all tasks on Airflow 3.3.2): 5 s by default, an executor
+# slot held idle each time. 1 s (the interval also paces task heartbeats) keeps backfills moving.
+export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL ?= 1
 
 # `make backfill`: runs the Dag's scheduled days over a logical-date range with a real scheduler.
 #   START, END        logical dates, inclusive (`airflow backfill create --from-date/--to-date`); the
@@ -43,8 +49,8 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 #                     START=2024-12-20 END=2024-12-22 predicts as of the ends of 2024-12-19 .. 12-21.
 #   REPROCESS         --reprocess-behavior: completed (default: a rerun recomputes days that already
 #                     have a run, failed or successful) | failed (only failed ones) | none (skip them)
-#   MAX_ACTIVE_RUNS   --max-active-runs of the backfill (default 1: days one after another; the
-#                     stages are CPU-bound and later days reuse what earlier days extracted/trained)
+#   MAX_ACTIVE_RUNS   --max-active-runs of the backfill (default 4: days overlap; the tasks that
+#                     write shared history/model partitions run one instance at a time anyway)
 #   BACKFILL_TIMEOUT  stop waiting after N seconds (0: wait until every run has finished)
 #   API_HOST/API_PORT where the background api-server listens (tasks reach Airflow through its
 #                     execution API); default 127.0.0.1:8080, like `make ui`'s
@@ -57,7 +63,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 START ?=
 END ?=
 REPROCESS ?= completed
-MAX_ACTIVE_RUNS ?= 1
+MAX_ACTIVE_RUNS ?= 4
 BACKFILL_TIMEOUT ?= 0
 API_HOST ?= 127.0.0.1
 API_PORT ?= 8080
@@ -65,7 +71,7 @@ DAG_ID := purchasing_power_daily
 RUN_DIR := $(AIRFLOW_HOME)/run
 SERVICES := scheduler dag-processor api-server
 
-.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality lock clean-data
+.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality bench-backfill lock clean-data
 .PHONY: backfill backfill-args backfill-wait airflow-services airflow-stop metadb-stop
 
 help:
@@ -75,7 +81,7 @@ help:
 	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  # backfill logical dates with a scheduler"
 	@echo "make backfill-wait  # wait for the newest backfill (e.g. one made in the UI) and summarise it"
 	@echo "make airflow-stop / make metadb-stop  # stop background Airflow services / the embedded PostgreSQL"
-	@echo "make bench   # benchmarks -> bench/results/*.json"
+	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill)"
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -173,13 +179,20 @@ backfill: backfill-args demo airflow-services
 	echo "backfill wall time $$(( $$(date +%s) - start )) s; task logs: $(AIRFLOW_HOME)/logs/dag_id=$(DAG_ID)/"; \
 	exit $$rc
 
-bench: bench-embed bench-quality
+bench: bench-embed bench-quality bench-backfill
 
 bench-embed: $(STAMP)
 	$(BIN)/python bench/bench_embed.py --out bench/results/embed.json
 
 bench-quality: $(STAMP)
 	$(BIN)/python bench/bench_quality.py --out bench/results/quality.json
+
+# A year of ../shared/datasets/online_retail.parquet backfilled by a private scheduler (own embedded
+# PostgreSQL and AIRFLOW_HOME under .bench/backfill; does not touch .airflow). BENCH_BACKFILL_ARGS,
+# e.g. "--start 2011-06-01 --end 2011-06-30 --max-active-runs 2": see bench/bench_backfill.py --help.
+BENCH_BACKFILL_ARGS ?=
+bench-backfill: $(STAMP)
+	$(BIN)/python bench/bench_backfill.py --out bench/results/backfill.json $(BENCH_BACKFILL_ARGS)
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.txt

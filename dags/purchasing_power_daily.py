@@ -39,7 +39,9 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
 * **features** point-in-time features as of D (nothing at or after D+1 00:00).
 * **train / evaluate / gate** fit candidates on the anchor day (every 30 days) from closed snapshots,
   compare them with BG/NBD, recency and the champion on the latest closed window, and promote
-  only if they win; otherwise the champion stays and `metrics.json` says why.
+  only if they win; otherwise the champion stays and `metrics.json` says why. On the other days
+  the anchor is already decided: train is **skipped** (with the reason in its log), evaluate and
+  gate with it, and score uses the stored decision. One instance of each at a time across runs.
 * **score / publish** write `predictions/ds=D/predictions.parquet` and `metrics/ds=D/metrics.json`,
   and update the `purchasing_power_predictions` asset.
 * **report** precomputes the curves shown on the *Purchasing power* page (Browse menu).
@@ -60,7 +62,7 @@ def _when() -> tuple[dict, object, object]:
 
 
 def _run(stage: str) -> str:
-    from purchasing_power.errors import InputError
+    from purchasing_power.errors import InputError, NothingToDo
     from purchasing_power.pipeline import run_stage
 
     try:
@@ -69,6 +71,10 @@ def _run(stage: str) -> str:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(f"{stage}: {exc}") from exc
+    except NothingToDo as exc:  # e.g. the anchor's model is already decided
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"{stage}: {exc}") from exc
 
 
 @dag(
@@ -117,12 +123,18 @@ def _run(stage: str) -> str:
     },
 )
 def purchasing_power_daily():
-    @task(retries=3, retry_delay=timedelta(seconds=10), retry_exponential_backoff=True, max_retry_delay=timedelta(minutes=5))
+    # extract and clean write shared history partitions (a day D+1 run also writes the missing
+    # days before it): one instance of each at a time across runs keeps concurrent days of a
+    # backfill from overwriting each other's partitions (both are short).
+    @task(
+        retries=3, retry_delay=timedelta(seconds=10), retry_exponential_backoff=True, max_retry_delay=timedelta(minutes=5),
+        max_active_tis_per_dag=1,
+    )
     def extract() -> str:
         """Read the source and write raw partitions per invoice day (D, plus missing history)."""
         return _run("extract")
 
-    @task
+    @task(max_active_tis_per_dag=1)
     def clean(_: str) -> str:
         """Validate and normalise; quarantine bad rows with a reason."""
         return _run("clean")
@@ -145,23 +157,26 @@ def purchasing_power_daily():
         """Point-in-time customer features as of the end of D."""
         return _run("features")
 
-    @task
+    # One instance at a time across runs: concurrent days of one anchor (a backfill) then fit,
+    # evaluate and gate it once, and the others find the stored result (and skip).
+    @task(max_active_tis_per_dag=1)
     def train(_: str) -> str:
-        """Fit this anchor's candidates (SMOTE inside the training fit only)."""
+        """Fit this anchor's candidates (SMOTE inside the training fit only); skipped, with
+        evaluate and gate, when the anchor is already decided."""
         return _run("train")
 
-    @task
+    @task(max_active_tis_per_dag=1)
     def evaluate(_: str) -> str:
         """Score candidate, BG/NBD, recency and champion on the latest closed window."""
         return _run("evaluate")
 
-    @task
+    @task(max_active_tis_per_dag=1)
     def gate(_: str) -> str:
         """Promote the candidate only if it beats the baselines and the champion."""
         return _run("gate")
 
-    @task
-    def score(_: str) -> str:
+    @task(trigger_rule="none_failed")
+    def score(_: object) -> str:
         """Score every customer with the deployed model; assign tiers."""
         return _run("score")
 

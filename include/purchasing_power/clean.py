@@ -226,11 +226,20 @@ def clean_day(settings: Settings, day: date) -> dict[str, Any]:
     return report
 
 
-def load_clean_history(settings: Settings, day: date, *, through: date | None = None) -> pd.DataFrame:
-    """All clean rows with invoice day <= ``through`` (default: ``day``), concatenated in day order."""
+def load_clean_history(
+    settings: Settings,
+    day: date,
+    *,
+    through: date | None = None,
+    since: date | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """All clean rows with ``since`` <= invoice day <= ``through`` (default: from the first day
+    through ``day``), concatenated in day order; ``columns``: only these."""
     ws = Workspace.for_settings(settings)
     last = through or day
     days = [d for d in ws.work.list_days("clean", CLEAN_FILE) if d <= last]
     if last not in days:
         raise FileNotFoundError(f"no clean partition for {last} under {ws.work.path('clean')}: run clean first")
-    return ws.work.read_parquet_many([ws.work.path("clean", d, CLEAN_FILE) for d in days])
+    days = [d for d in days if since is None or d >= since]
+    return ws.work.read_parquet_many([ws.work.path("clean", d, CLEAN_FILE) for d in days], columns=columns)

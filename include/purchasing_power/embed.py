@@ -1031,7 +1031,7 @@ def _day_texts(settings: Any, day: Any) -> tuple[Any, list[Any]]:
     from purchasing_power.extract import Workspace
 
     ws = Workspace.for_settings(settings)
-    tx = load_clean_history(settings, day)
+    tx = load_clean_history(settings, day, columns=["description"])
     return ws, (tx["description"].tolist() if len(tx) else [])
 
 
@@ -1039,8 +1039,9 @@ def plan_day(settings: Any, day: Any) -> dict[str, Any]:
     """Stage function (Airflow): split the texts the cache lacks into shards of at most
     ``settings.embed_shard_texts`` and write each as ``embed_shards/ds=D/shard-NNNN.parquet``.
 
-    Always writes at least one shard (possibly empty), so the mapped embed tasks and everything
-    downstream run even on a day with nothing new. Stale shards of an earlier attempt are removed.
+    A day with nothing new has no shard: the mapped embed task expands to zero instances (shown
+    as skipped) and features runs after it all the same. Stale shards of an earlier attempt are
+    removed.
     The report (``runs/ds=D/embed.json``, read by publish) lists the shard paths."""
     import pandas as pd
 
@@ -1048,7 +1049,7 @@ def plan_day(settings: Any, day: Any) -> dict[str, Any]:
         return {"day": day.isoformat(), "skipped": "use_text is off", "shards": []}
     ws, texts = _day_texts(settings, day)
     rows, empty, unique = _split(texts)
-    shards = plan_shards(unique, settings.embed_shard_texts, storage=ws.out, settings=settings) or [[]]
+    shards = plan_shards(unique, settings.embed_shard_texts, storage=ws.out, settings=settings)
     ref = resolve_model(settings.embed_model)
     folder = ws.out.path("embed_shards", day)
     if ws.out.fs.exists(folder):

@@ -6,6 +6,10 @@ and every earlier day that has no raw partition yet ("history not yet extracted"
 partitions that exist are left alone, which keeps a backfill cheap and makes the history a run
 sees independent of the order in which runs happen.
 
+The source file is read and normalised once per *version* (its size and modification time, or
+ETag on object storage) into ``staged/`` (``stage_source``); an extract of an unchanged source
+then reads only the days it writes. A corrected or replaced source file is a new version.
+
 Rows whose InvoiceDate cannot be parsed belong to no day: each run D puts them into its own
 raw partition so that the clean stage quarantines them, with their reason, in ``quarantine/ds=D``.
 """
@@ -157,53 +161,128 @@ def _normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+STAGED_ROW_GROUP = 16_384
+
+
+def source_version(source: str) -> str:
+    """Fingerprint of the source file as it is now (size, modification time / ETag, ...):
+    a changed or replaced file gets a new version, so its staged copy is rebuilt."""
+    try:
+        return filesystem_for(source).ukey(source)[:16]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"source file not found: {source}") from None
+
+
+def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
+    """The source read and normalised once per source version: ``staged/<version>-dated.parquet``
+    (rows with an InvoiceDate, in day order, the source's order within a day, small row groups
+    so that a day range reads only its own) plus ``<version>-undated.parquet`` and an index
+    with the rows per day. Every later extract of an unchanged source reads only the days it
+    writes instead of the whole file. Returns the index."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = settings.resolved_source
+    version = source_version(source)
+    index_path = ws.work.path("staged", None, f"{version}-index.json")
+    if ws.work.exists(index_path):
+        return ws.work.read_json(index_path)
+    df = _normalise_raw_dtypes(read_source(source, settings.column_map))
+    if len(df) == 0:
+        raise SourceError(f"source {source} has no rows")
+    undated = df["InvoiceDate"].isna()
+    dated = df[~undated]
+    days = dated["InvoiceDate"].dt.normalize()
+    dated = dated.iloc[days.argsort(kind="stable")]
+    schema = raw_schema()
+    paths = {
+        "dated_path": ws.work.path("staged", None, f"{version}-dated.parquet"),
+        "undated_path": ws.work.path("staged", None, f"{version}-undated.parquet"),
+    }
+    for name, part in (("dated_path", dated), ("undated_path", df[undated])):
+        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False, schema=schema).replace_schema_metadata(None)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd", row_group_size=STAGED_ROW_GROUP, write_statistics=True)
+        ws.work.write_bytes(paths[name], buf.getvalue().to_pybytes())
+    counts = days.dt.date.value_counts().sort_index()
+    index = {
+        "source": source,
+        "version": version,
+        "rows": int(len(df)),
+        "undated": int(undated.sum()),
+        "days": {d.isoformat(): int(n) for d, n in counts.items()},
+        **paths,
+    }
+    for old in ws.work.fs.glob(ws.work.path("staged", None, "*-index.json")):  # earlier versions
+        if not old.endswith(f"{version}-index.json"):
+            prefix = old[: -len("-index.json")]
+            for suffix in ("-dated.parquet", "-undated.parquet", "-index.json"):
+                ws.work.fs.rm(prefix + suffix) if ws.work.fs.exists(prefix + suffix) else None
+    ws.work.write_json(index, index_path)  # last: the index commits the staged copy
+    log.info("staged %s (version %s): %d rows, %d days", source, version, len(df), len(counts))
+    return index
+
+
+def read_staged(index: dict[str, Any], first: date, last: date) -> pd.DataFrame:
+    """Staged rows with first <= invoice day <= last (only the row groups of those days are read)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from purchasing_power.storage import _strip_conn
+
+    lo, hi = pd.Timestamp(first), pd.Timestamp(last) + pd.Timedelta(days=1)
+    path = index["dated_path"]
+    filters = [("InvoiceDate", ">=", lo), ("InvoiceDate", "<", hi)]
+    if "://" not in path:
+        return pq.read_table(path, filters=filters).to_pandas()
+    with filesystem_for(path).open(_strip_conn(path), "rb") as fh:
+        return pq.read_table(fh, filters=filters).to_pandas()
+
+
 def extract_day(settings: Settings, day: date) -> dict[str, Any]:
     """Extract the run's day and any history not yet extracted. Returns a JSON-able report."""
     import pandas as pd
 
+    from purchasing_power.storage import read_parquet
+
     ws = Workspace.for_settings(settings)
     source = settings.resolved_source
-    df = _normalise_raw_dtypes(read_source(source, settings.column_map))
-    n_read = len(df)
-    if n_read == 0:
-        raise SourceError(f"source {source} has no rows")
-
-    end = pd.Timestamp(day) + pd.Timedelta(days=1)
-    undated = df["InvoiceDate"].isna()
-    dated = df[~undated & (df["InvoiceDate"] < end)]
-    n_later = int((~undated & (df["InvoiceDate"] >= end)).sum())
-    if dated.empty:
-        first = df.loc[~undated, "InvoiceDate"].min()
+    index = stage_source(settings, ws)
+    counts = {date.fromisoformat(k): v for k, v in index["days"].items()}
+    up_to = {d: n for d, n in counts.items() if d <= day}
+    if not up_to:
+        first = min(counts) if counts else None
         raise SourceError(
             f"source {source} has no dated rows on or before {day} (its first InvoiceDate is {first}): "
             "nothing to predict from; run a later day"
         )
-    days = dated["InvoiceDate"].dt.normalize()
+    first_day = min(up_to)
     existing = set(ws.work.list_days("raw", RAW_FILE))
+    todo = [first_day + timedelta(days=i) for i in range((day - first_day).days + 1)]
+    todo = [d for d in todo if d == day or d not in existing]
+    rows = read_staged(index, todo[0], day)
+    groups = {d.date(): g for d, g in rows.groupby(rows["InvoiceDate"].dt.normalize(), sort=True)}
+    undated = read_parquet(index["undated_path"]) if index["undated"] else rows.iloc[0:0]
     schema = raw_schema()
-
     written: list[str] = []
-    first_day = days.min().date() if len(days) else day
-    groups = {d.date(): g for d, g in dated.groupby(days, sort=True)}
-    d = first_day
-    while d <= day:
-        if d == day or d not in existing:
-            part = groups.get(d, dated.iloc[0:0])
-            if d == day:
-                part = pd.concat([part, df[undated]])
-            ws.work.write_parquet(part.reset_index(drop=True), ws.work.path("raw", d, RAW_FILE), schema=schema)
-            written.append(d.isoformat())
-        d += timedelta(days=1)
+    for d in todo:
+        part = groups.get(d, rows.iloc[0:0])
+        if d == day:
+            part = pd.concat([part, undated])
+        ws.work.write_parquet(part.reset_index(drop=True), ws.work.path("raw", d, RAW_FILE), schema=schema)
+        written.append(d.isoformat())
 
     report = {
         "day": day.isoformat(),
         "source": source,
         "source_id": settings.source_id,
-        "rows_in_source": n_read,
-        "rows_up_to_day": int(len(dated)),
-        "rows_of_day": int(len(groups.get(day, []))),
-        "rows_undated": int(undated.sum()),
-        "rows_after_day": n_later,
+        "source_version": index["version"],
+        "rows_in_source": index["rows"],
+        "rows_up_to_day": int(sum(up_to.values())),
+        "rows_of_day": int(counts.get(day, 0)),
+        "rows_undated": index["undated"],
+        "rows_after_day": int(sum(n for d, n in counts.items() if d > day)),
         "partitions_written": len(written),
         "first_day": first_day.isoformat(),
         "raw_path": ws.work.path("raw", day, RAW_FILE),

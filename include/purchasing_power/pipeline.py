@@ -39,6 +39,10 @@ STAGES: dict[str, str] = {
 }
 
 
+#: stage -> the stages the DAG skips with it (their only upstream) when it has nothing to do.
+SKIPPED_WITH: dict[str, tuple[str, ...]] = {"train": ("evaluate", "gate")}
+
+
 def stage_function(name: str) -> Callable[[Settings, date], dict[str, Any]]:
     try:
         target = STAGES.get(name) or EXTRA_STAGES[name]
@@ -75,10 +79,22 @@ def run_stage(
 def run_all(params: Mapping[str, Any] | None = None, day: date | None = None) -> dict[str, str]:
     """Run every stage in order in this process (for notebooks and benchmarks; the DAG runs
     the same functions as separate tasks)."""
+    from purchasing_power.errors import NothingToDo
+
     params = dict(params or {})
     if day is not None:
         params["day"] = day.isoformat()
-    return {name: run_stage(name, params) for name in STAGES}
+    out: dict[str, str] = {}
+    skipped: set[str] = set()
+    for name in STAGES:
+        if name in skipped:
+            continue
+        try:
+            out[name] = run_stage(name, params)
+        except NothingToDo as exc:  # as in the DAG: the stage and the ones that only follow it skip
+            log.info("%s skipped: %s", name, exc)
+            skipped.update(SKIPPED_WITH.get(name, ()))
+    return out
 
 
 def run_embed_plan(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> list[str]:

@@ -43,6 +43,10 @@ def _stable_embedding(report: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: report[k] for k in EMBED_STABLE_KEYS if k in report}
 
 
+def _read_optional(storage: Storage, path: str | None) -> dict[str, Any]:
+    return storage.read_json(path) if path and storage.exists(path) else {}
+
+
 def publish_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: validate and publish the day's predictions and metrics."""
     out = Storage.at(settings.storage)
@@ -57,7 +61,12 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
     for stage in STAGES:
         path = out.path("runs", day, f"{stage}.json")
         reports[stage] = out.read_json(path) if out.exists(path) else None
-    gate = reports.get("gate") or {}
+    # The gate's decision and the training info belong to the day's anchor (decided by whichever
+    # run reached that anchor first): read them there, not from this run's train/gate reports,
+    # which are absent on days whose train task was skipped.
+    score = reports.get("score") or {}
+    gate = _read_optional(out, score.get("decision_path"))
+    training = _read_optional(out, score.get("training_path"))
     metrics = {
         "as_of": day.isoformat(),
         "source": settings.resolved_source,
@@ -79,7 +88,7 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
         },
         "tier_counts": (reports.get("score") or {}).get("tier_counts"),
         "embedding": _stable_embedding(reports.get("embed")),
-        "training": (reports.get("train") or {}).get("training"),
+        "training": training or None,
     }
     pred_path = out.write_bytes(predictions_path(out, day), payload)
     met_path = out.write_json(metrics, metrics_path(out, day))

@@ -255,6 +255,24 @@ def _evaluation_window(settings: Settings, ctx: Any, metrics: dict[str, Any]) ->
     }
 
 
+def _stored_evaluation_window(settings: Settings, ctx: Any, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """``_evaluation_window`` computed once per gate evaluation: every day of an anchor shows the
+    same window, so it is stored next to the evaluation, keyed by a digest of what the gate
+    recorded (a forced refit that changes the evaluation gets a new file)."""
+    import hashlib
+
+    ev = metrics.get("evaluation") or {}
+    if not ev.get("anchor"):
+        return _evaluation_window(settings, ctx, metrics)
+    digest = hashlib.sha256(json.dumps(ev, sort_keys=True).encode()).hexdigest()[:12]
+    path = ctx.ws.work.path("evaluation", parse_day(ev["anchor"]), f"report-window-{digest}.json")
+    if ctx.ws.work.exists(path):
+        return ctx.ws.work.read_json(path)
+    window = _evaluation_window(settings, ctx, metrics)
+    ctx.ws.work.write_json(window, path)
+    return window
+
+
 def _realised_window(settings: Settings, ctx: Any, day: date) -> dict[str, Any] | None:
     """The latest published day D' <= D - horizon of this source, scored against what happened."""
     import pandas as pd
@@ -262,11 +280,12 @@ def _realised_window(settings: Settings, ctx: Any, day: date) -> dict[str, Any] 
     from purchasing_power.evaluate import finite_or_none, spend_metrics
     from purchasing_power.features import build_labels
 
+    from purchasing_power.clean import load_clean_history
+
     out = Storage.at(settings.storage)
     h_p, h_s = settings.purchase_horizon_days, settings.spend_horizon_days
-    first = ctx.first_day
     for d in reversed(out.list_days("predictions", PREDICTIONS_FILE)):
-        if d + timedelta(days=h_p) > day or d < first:
+        if d + timedelta(days=h_p) > day:
             continue
         mpath = out.path("metrics", d, METRICS_FILE)
         if not out.exists(mpath) or out.read_json(mpath).get("source") != settings.resolved_source:
@@ -274,7 +293,9 @@ def _realised_window(settings: Settings, ctx: Any, day: date) -> dict[str, Any] 
         pred = out.read_parquet(out.path("predictions", d, PREDICTIONS_FILE))
         if pred.empty:
             continue
-        labels = build_labels(ctx.tx, d, pd.Index(pred["customer_id"].to_numpy()), h_p, h_s)
+        # only the outcome window is needed: [d+1, min(d+h_s, D)]
+        outcome = load_clean_history(settings, day, since=d + timedelta(days=1), columns=["customer_id", "invoice_ts", "line_value"])
+        labels = build_labels(outcome, d, pd.Index(pred["customer_id"].to_numpy()), h_p, h_s)
         y = labels["purchased"].to_numpy()
         c = contender_curves(y, pred["p_purchase_30d"].to_numpy(), probabilities=True)
         c["model_version"] = ", ".join(sorted(pred["model_version"].astype(str).unique()))
@@ -307,7 +328,7 @@ def build_report(settings: Settings, day: date) -> dict[str, Any]:
     metrics = out.read_json(mpath)
     ctx = Context.load(settings, day)
     windows, errors = [], []
-    for name, fn in (("evaluation", lambda: _evaluation_window(settings, ctx, metrics)), ("realised", lambda: _realised_window(settings, ctx, day))):
+    for name, fn in (("evaluation", lambda: _stored_evaluation_window(settings, ctx, metrics)), ("realised", lambda: _realised_window(settings, ctx, day))):
         try:
             w = fn()
         except Exception as exc:  # a report must never fail the run it describes

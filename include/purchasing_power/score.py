@@ -75,12 +75,13 @@ def validate_predictions(df: pd.DataFrame) -> None:
 
 def score_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: features as of D for every customer, scored with the deployed bundle."""
-    from purchasing_power.gate import deployed_bundle, ensure_decision
-    from purchasing_power.train import Context, anchor_for
+    from purchasing_power.gate import DECISION_FILE, deployed_bundle, ensure_decision
+    from purchasing_power.train import TRAINING_INFO, Context, anchor_for
 
     ctx = Context.load(settings, day)
     anchor = anchor_for(settings, day)
     decision = ensure_decision(ctx, anchor)
+    decision_path = ctx.ws.work.path("models", anchor, DECISION_FILE)
     bundle = deployed_bundle(ctx, decision)
     features = ctx.features(day)  # written by the features stage of this run
     if features.empty:
@@ -97,6 +98,8 @@ def score_day(settings: Settings, day: date) -> dict[str, Any]:
         "model_version": bundle.version,
         "model_kind": bundle.kind,
         "gate_status": decision["status"],
+        "decision_path": decision_path,
+        "training_path": ctx.ws.work.path("models", anchor, TRAINING_INFO),
         "tier_counts": {t: int((out["tier"] == t).sum()) for t in TIERS},
         "p_purchase_30d_mean": float(out["p_purchase_30d"].mean()),
         "expected_spend_90d_total": float(out["expected_spend_90d"].sum()),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Datasets the pipeline knows. Anything else is a programming error, caught early.
 DATASETS = frozenset(
     {
+        "staged",  # the source read once per source version (canonical names, sorted by day; not day keyed)
         "raw",  # per invoice day, as read from the source (canonical column names)
         "clean",  # per invoice day, validated and normalised rows
         "quarantine",  # per run day, rejected rows with a ``reason``
@@ -147,8 +148,9 @@ class Storage:
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pd.DataFrame:
         return read_parquet(path, columns)
 
-    def read_parquet_many(self, paths: list[str]) -> pd.DataFrame:
-        """Read many files of one schema into one frame, in the given order (parallel I/O)."""
+    def read_parquet_many(self, paths: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+        """Read many files of one schema into one frame, in the given order (parallel I/O);
+        ``columns``: only these."""
         import pyarrow.dataset as pads
 
         if not paths:
@@ -156,7 +158,7 @@ class Storage:
         fs = None if "://" not in paths[0] else self.fs
         files = paths if fs is None else [_strip_conn(p) for p in paths]
         try:
-            return pads.dataset(files, format="parquet", filesystem=fs).to_table().to_pandas()
+            return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns).to_pandas()
         except Exception as exc:
             raise ValueError(f"cannot read Parquet files under {self.root}: {exc}") from exc
 

@@ -54,22 +54,29 @@ def previous_anchor(settings: Settings, anchor: date) -> date:
 @dataclass
 class Context:
     """What the training/evaluation/scoring steps of one run share: settings, storage, the clean
-    history through the run's day and the text-vector lookup."""
+    history through the run's day (read on first use: a step that only reads stored features,
+    models or decisions never pays for it) and the text-vector lookup."""
 
     settings: Settings
     day: date
     ws: Workspace
-    tx: pd.DataFrame
     text_key: str
     vectors: Any = None
+    _tx: pd.DataFrame | None = None
     _features: dict[date, pd.DataFrame] = field(default_factory=dict)
 
-    @classmethod
-    def load(cls, settings: Settings, day: date) -> Context:
-        from purchasing_power.clean import load_clean_history
+    @property
+    def tx(self) -> pd.DataFrame:
+        """The clean history with invoice day <= the run's day."""
+        if self._tx is None:
+            from purchasing_power.clean import load_clean_history
 
+            self._tx = load_clean_history(self.settings, self.day)
+        return self._tx
+
+    @classmethod
+    def load(cls, settings: Settings, day: date, tx: pd.DataFrame | None = None) -> Context:
         ws = Workspace.for_settings(settings)
-        tx = load_clean_history(settings, day)
         if settings.use_text:
             from purchasing_power import embed
 
@@ -78,13 +85,25 @@ class Context:
             vectors = lambda texts: embed.load_vectors(texts, ws.out, settings)  # noqa: E731
         else:
             key, vectors = "notext", None
-        return cls(settings=settings, day=day, ws=ws, tx=tx, text_key=key, vectors=vectors)
+        return cls(settings=settings, day=day, ws=ws, text_key=key, vectors=vectors, _tx=tx)
 
     @property
     def first_day(self) -> date:
-        if self.tx.empty:
-            raise ValueError(f"no clean transactions up to {self.day}")
-        return self.tx["invoice_ts"].min().date()
+        """The first invoice day with a clean row (read from the first non-empty daily partition
+        when the history itself has not been loaded)."""
+        if self._tx is not None:
+            if self._tx.empty:
+                raise ValueError(f"no clean transactions up to {self.day}")
+            return self._tx["invoice_ts"].min().date()
+        from purchasing_power.clean import CLEAN_FILE
+
+        for d in self.ws.work.list_days("clean", CLEAN_FILE):
+            if d > self.day:
+                break
+            ts = self.ws.work.read_parquet(self.ws.work.path("clean", d, CLEAN_FILE), columns=["invoice_ts"])["invoice_ts"]
+            if len(ts):
+                return ts.min().date()
+        raise ValueError(f"no clean transactions up to {self.day}")
 
     def history_until(self, anchor: date) -> pd.DataFrame:
         import pandas as pd
@@ -222,11 +241,19 @@ def baseline_bundle(settings: Settings, anchor: date, text_key: str) -> ModelBun
 
 def train_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: make sure the champion chain before this run's anchor is decided, then
-    fit this anchor's candidates (a no-op when they exist and ``force_retrain`` is off)."""
-    from purchasing_power.gate import ensure_qualified
+    fit this anchor's candidates (a no-op when they exist and ``force_retrain`` is off).
+    Raises :class:`NothingToDo` when the anchor is already decided (the usual case on all days
+    but the first one of an anchor): evaluate and gate are then skipped too."""
+    from purchasing_power.errors import NothingToDo
+    from purchasing_power.gate import DECISION_FILE, ensure_qualified
 
     ctx = Context.load(settings, day)
     anchor = anchor_for(settings, day)
+    decision = ctx.ws.work.path("models", anchor, DECISION_FILE)
+    if not settings.force_retrain and ctx.ws.work.exists(decision):
+        # The anchor's candidates were fitted, evaluated and gated by an earlier run (they are a
+        # pure function of the data before anchor+1): this run scores with that decision.
+        raise NothingToDo(f"the model of anchor {anchor} is already decided ({decision}); this day scores with it (force_retrain refits)")
     prev = previous_anchor(settings, anchor)
     champion = ensure_qualified(ctx, prev) if prev >= ctx.first_day else None
     reused = not settings.force_retrain and ctx.ws.work.exists(ctx.ws.work.path("models", anchor, TRAINING_INFO))

@@ -57,6 +57,10 @@ def test_tasks_and_dependencies_as_documented(dagbag):
     assert isinstance(dag.get_task("embed"), MappedOperator), "embed is mapped over the plan's shards"
     assert dag.get_task("features").trigger_rule == "none_failed"  # runs when no shard had work
     assert dag.get_task("extract").retries >= 1 and dag.get_task("extract").retry_exponential_backoff
+    # tasks writing partitions shared by several days run one at a time across runs
+    for name in ("extract", "clean", "train", "evaluate", "gate"):
+        assert dag.get_task(name).max_active_tis_per_dag == 1, name
+    assert dag.get_task("score").trigger_rule == "none_failed"  # runs when train skipped (anchor decided)
     for t in dag.tasks:
         assert t.doc_md or t.doc, f"task {t.task_id} has no doc"
     assert dag.doc_md and "D = L" in dag.doc_md

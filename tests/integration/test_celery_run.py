@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -125,24 +124,10 @@ class Services:
         return "\n".join(lines[-n:])
 
     def stop(self) -> None:
+        from purchasing_power.localairflow import stop_sessions
+
         # The worker first: it is the one that may have task processes running.
-        for name in sorted(self.procs, key=lambda n: n != "celery-worker"):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)  # its own session: the process and its children
-                except ProcessLookupError:
-                    continue
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
+        stop_sessions([self.procs[n] for n in sorted(self.procs, key=lambda n: n != "celery-worker")])
 
 
 def _wait(what: str, check, timeout: float, services: Services, poll: float = 2.0):

@@ -39,12 +39,12 @@ def test_plan_map_merge_and_rerun(settings_factory, monkeypatch):
     vectors = embed.load_vectors(texts, out, settings)
     assert vectors.shape == (3, 384)
 
-    # a rerun: nothing new, one empty shard, the stale shard file is gone
+    # a rerun: nothing new, no shard (the mapped task expands to nothing), stale shard files gone
     again = run_embed_plan(params)
-    assert len(again) == 1 and out.read_parquet(again[0]).empty
-    assert sorted(p.name for p in Path(out.path("embed_shards", DAY)).iterdir()) == ["shard-0000.parquet"]
-    rerun = json.loads(Path(run_embed_shard(again[0], params)).read_text())
-    assert rerun["new"] == 0
+    assert again == []
+    assert not Path(out.path("embed_shards", DAY)).exists()
+    report = json.loads(Path(out.path("runs", DAY, "embed.json")).read_text())
+    assert report["new"] == 0 and report["cached"] == 3 and report["shards"] == []
 
 
 def test_plan_skips_when_text_is_off(settings_factory, monkeypatch):

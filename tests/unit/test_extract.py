@@ -170,3 +170,41 @@ def test_day_before_the_source_fails_at_extract_with_a_clear_input_error(setting
     settings = settings_factory()
     with pytest.raises(InputError, match="no dated rows on or before 2001-01-01"):
         extract_day(settings, date(2001, 1, 1))
+
+
+# -- the staged source ---------------------------------------------------------------------------
+
+
+def test_unchanged_source_is_read_once_and_later_days_read_only_their_rows(settings_factory, make_raw, monkeypatch):
+    import purchasing_power.extract as extract
+
+    rows = [
+        ("1", "A", "X", 1, "2011-08-29 10:00:00", 1.0, 1.0, "UK"),
+        ("2", "A", "X", 2, "2011-08-30 10:00:00", 1.0, 1.0, "UK"),
+        ("3", "A", "X", 3, "2011-08-31 10:00:00", 1.0, 1.0, "UK"),
+        ("4", "A", "X", 4, "2011-09-01 09:00:00", 1.0, 1.0, "UK"),
+    ]
+    settings = settings_factory(make_raw(rows))
+    extract_day(settings, date(2011, 8, 30))
+    calls = []
+    monkeypatch.setattr(extract, "read_source", lambda *a, **k: calls.append(a) or pytest.fail("source read again"))
+    report = extract_day(settings, date(2011, 9, 1))  # the same file version: served from staged/
+    assert calls == [] and report["partitions_written"] == 2 and report["rows_in_source"] == 4  # 08-31 and 09-01
+    ws = Workspace.for_settings(settings)
+    got = {d: ws.work.read_parquet(ws.work.path("raw", d, RAW_FILE))["InvoiceNo"].tolist() for d in ws.work.list_days("raw", RAW_FILE)}
+    assert got == {date(2011, 8, 29): ["1"], date(2011, 8, 30): ["2"], date(2011, 8, 31): ["3"], date(2011, 9, 1): ["4"]}
+
+
+def test_a_changed_source_is_staged_again_and_the_run_day_picks_up_the_correction(settings_factory, make_raw):
+    rows = [("1", "A", "X", 1, "2011-08-31 10:00:00", 1.0, 1.0, "UK")]
+    settings = settings_factory(make_raw(rows))
+    first = extract_day(settings, DAY)
+    corrected = make_raw([("1", "A", "X", 7, "2011-08-31 10:00:00", 1.0, 1.0, "UK"), ("2", "A", "X", 1, "2011-08-31 11:00:00", 1.0, 1.0, "UK")])
+    corrected.to_parquet(settings.source)
+    os.utime(settings.source, ns=(1, 1))  # a new version even on a coarse-mtime file system
+    second = extract_day(settings, DAY)
+    assert second["source_version"] != first["source_version"] and second["rows_of_day"] == 2
+    ws = Workspace.for_settings(settings)
+    assert ws.work.read_parquet(ws.work.path("raw", DAY, RAW_FILE))["Quantity"].tolist() == [7.0, 1.0]
+    staged = sorted(p.rsplit("/", 1)[-1].split("-", 1)[1] for p in ws.work.fs.ls(ws.work.path("staged"), detail=False))
+    assert staged == ["dated.parquet", "index.json", "undated.parquet"]  # the old version is gone
