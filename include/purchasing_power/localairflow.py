@@ -226,12 +226,16 @@ class LocalAirflow:
 
     def wait_backfill(self, backfill_id: int, n_runs: int, timeout: float, poll: float = 5.0,
                       on_poll: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
-        """Wait until the backfill's ``n_runs`` runs are all finished; returns logical day -> state."""
+        """Wait until the backfill's ``n_runs`` runs are all finished and the scheduler has marked
+        the backfill completed (only then can the next one be created); returns day -> state."""
         def done() -> dict[str, str] | None:
             states = self.run_states(backfill_id)
             if on_poll:
                 on_poll(states)
-            return states if len(states) >= n_runs and all(s in TERMINAL for s in states.values()) else None
+            if len(states) < n_runs or not all(s in TERMINAL for s in states.values()):
+                return None
+            completed = self.query("select completed_at from backfill where id = :i", i=backfill_id)
+            return states if completed and completed[0][0] is not None else None
 
         return self.wait_for(f"backfill {backfill_id} to finish", done, timeout, poll)
 
