@@ -42,6 +42,10 @@ export AIRFLOW__CORE__EXECUTOR ?= purchasing_power.executor.PreloadingLocalExecu
 # sockets before exiting (about half of all tasks on Airflow 3.3.2): 5 s by default, an executor
 # slot held idle each time. 1 s (the interval also paces task heartbeats) keeps backfills moving.
 export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL ?= 1
+# The scheduler's per-loop INFO lines (e.g. "Not executing <task> since the task concurrency ... has
+# been reached", for every waiting task instance, every loop) and the api-server's access log: CPU
+# on a small machine, no information. Warnings and errors still show.
+export AIRFLOW__LOGGING__NAMESPACE_LEVELS ?= airflow.jobs.scheduler_job_runner=WARNING http.access=WARNING
 
 # `make backfill`: runs the Dag's scheduled days over a logical-date range with a real scheduler.
 #   START, END        logical dates, inclusive (`airflow backfill create --from-date/--to-date`); the

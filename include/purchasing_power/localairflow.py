@@ -31,6 +31,10 @@ TERMINAL = ("success", "failed")
 #: sockets before it is reaped, the supervisor notices the exit only at that timeout, holding an
 #: executor slot ~5 s after about half of all tasks (measured on Airflow 3.3.2); 1 s bounds it.
 MIN_HEARTBEAT_INTERVAL = "1"
+#: Per-loop scheduler chatter ("Not executing <TI> since the task concurrency ... has been
+#: reached" for every waiting task instance, every loop) and the api-server's access log line
+#: per request: CPU on a 2-core machine, no information. Warnings and errors still show.
+QUIET_LOGGERS = "airflow.jobs.scheduler_job_runner=WARNING http.access=WARNING"
 
 
 class AirflowError(RuntimeError):
@@ -110,6 +114,7 @@ class LocalAirflow:
             AIRFLOW__API_AUTH__JWT_SECRET="purchasing-power-local-only-jwt-secret-0123456789",
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=MIN_HEARTBEAT_INTERVAL,
+            AIRFLOW__LOGGING__NAMESPACE_LEVELS=QUIET_LOGGERS,
             AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
             PYTHONPATH=os.pathsep.join(p for p in [str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH", "")] if p),
             HF_HUB_OFFLINE="1",
@@ -130,9 +135,11 @@ class LocalAirflow:
             raise AirflowError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc
 
-    def migrate(self) -> None:
+    def migrate(self, gpu_slots: int = 1) -> None:
+        """Migrate the metadata DB and create the ``gpu`` pool (one slot per GPU; without a GPU
+        the embed tasks run on CPU and more slots just let them overlap)."""
         self.airflow("db", "migrate")
-        self.airflow("pools", "set", "gpu", "1", "GPU embedding slots")
+        self.airflow("pools", "set", "gpu", str(gpu_slots), "GPU embedding slots")
 
     # -- services ------------------------------------------------------------------------------
     def start(self, timeout: float = 300.0) -> None:
