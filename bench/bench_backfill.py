@@ -180,11 +180,18 @@ def verify_day(day: date, storage: Path, source: str) -> dict:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     files = {}
-    for rel in (f"predictions/ds={day}/predictions.parquet", f"metrics/ds={day}/metrics.json", f"metrics/ds={day}/report.json"):
+    for rel in (f"predictions/ds={day}/predictions.parquet", f"metrics/ds={day}/metrics.json"):
         a, b = storage / rel, fresh / rel
         files[rel] = a.exists() and b.exists() and a.read_bytes() == b.read_bytes()
     shutil.rmtree(fresh, ignore_errors=True)
-    return {"day": day.isoformat(), "single_run_s": round(time.perf_counter() - t, 1), "identical": files, "all_identical": all(files.values())}
+    return {
+        "day": day.isoformat(),
+        "single_run_s": round(time.perf_counter() - t, 1),
+        "identical": files,
+        "all_identical": all(files.values()),
+        "not_compared": "metrics/ds=D/report.json: its 'realised' window shows the latest day D' <= D-30 that was "
+                        "published, which a lone run on fresh storage does not have (by design)",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default=str(ROOT.parent / "shared" / "datasets" / "online_retail.parquet"))
     ap.add_argument("--start", default="2011-01-01", help="first logical date (covers the day before)")
     ap.add_argument("--end", default="2011-12-10", help="last logical date")
-    ap.add_argument("--max-active-runs", type=int, default=6)
-    ap.add_argument("--parallelism", type=int, default=6, help="LocalExecutor worker processes")
-    ap.add_argument("--gpu-slots", type=int, default=2,
+    ap.add_argument("--max-active-runs", type=int, default=4)
+    ap.add_argument("--parallelism", type=int, default=4, help="LocalExecutor worker processes")
+    ap.add_argument("--gpu-slots", type=int, default=1,
                     help="slots of the gpu pool (embed tasks); this machine has no GPU, so they embed on CPU")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "backfill"), help="wiped first")
     ap.add_argument("--timeout", type=float, default=3 * 3600)
