@@ -82,6 +82,20 @@ def stop_sessions(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
             proc.wait(timeout=10)
 
 
+def wait_until(what: str, check: Callable[[], Any], timeout: float, poll: float,
+               alive: Callable[[], None], logs: Callable[[], str]) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); ``alive`` raises when a
+    service died; after ``timeout`` s raise :class:`AirflowError` with ``logs()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        alive()
+        time.sleep(poll)
+    raise AirflowError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
+
+
 @dataclass
 class LocalAirflow:
     home: Path
@@ -172,15 +186,8 @@ class LocalAirflow:
         return "\n".join(lines[-n:])
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            self.check_alive()
-            time.sleep(poll)
-        logs = "\n".join(f"--- {n} ---\n{self.tail(n, 25)}" for n in self.procs)
-        raise AirflowError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+        return wait_until(what, check, timeout, poll, alive=self.check_alive,
+                          logs=lambda: "\n".join(f"--- {n} ---\n{self.tail(n, 25)}" for n in self.procs))
 
     def pids(self) -> list[int]:
         """The services and every process below them (executor workers, task processes)."""

@@ -131,15 +131,13 @@ class Services:
 
 
 def _wait(what: str, check, timeout: float, services: Services, poll: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        services.check_alive()
-        time.sleep(poll)
-    logs = "\n".join(f"--- {n} ---\n{services.tail(n, 25)}" for n in services.procs)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}", pytrace=False)
+    from purchasing_power.localairflow import AirflowError, wait_until
+
+    try:
+        return wait_until(what, check, timeout, poll, alive=services.check_alive,
+                          logs=lambda: "\n".join(f"--- {n} ---\n{services.tail(n, 25)}" for n in services.procs))
+    except AirflowError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _query(sql: str, *params):
