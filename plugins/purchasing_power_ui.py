@@ -29,7 +29,7 @@ import json
 import math
 import os
 from datetime import date
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 try:  # the plugin is loaded by Airflow; tests and the __main__ server may run without it
     from airflow.plugins_manager import AirflowPlugin
@@ -470,19 +470,38 @@ def section_history(d: dict[str, Any], metric: str) -> str:
 </section>"""
 
 
+def _draw_contenders(plot: Plot, window: dict[str, Any], names: list[str], curve: Callable[[str, dict[str, Any]], Any]) -> str:
+    """Draw every contender's curve with its legend entry (first-listed drawn last, on top) and
+    render. ``curve(name, contender)`` returns ``(xs, ys, legend text, data, point)`` or None
+    when the contender lacks that curve; ``data`` goes on the path and the legend entry,
+    ``point`` is an optional ``(x, y, tip)`` marker."""
+    for name in reversed(names):
+        got = curve(name, window["contenders"][name])
+        if got is None:
+            continue
+        xs, ys, text, data, point = got
+        color = COLORS.get(name, "#333")
+        plot.path(xs, ys, series=name, color=color, **data)
+        if point is not None:
+            px, py, tip = point
+            plot.point(px, py, color=color, series=name, value=py, tip=tip)
+        plot.add_legend(name, color, text, **data)
+    plot.legend.reverse()
+    return plot.render()
+
+
 def roc_chart(window: dict[str, Any], names: list[str]) -> str:
     plot = Plot("roc", title="ROC curve", xlabel="false positive rate", ylabel="true positive rate", legend_at="br", window=window["id"])
     plot.axes(_ticks(0, 1), _ticks(0, 1))
     plot.ref([0, 1], [0, 1], "chance")
-    for name in reversed(names):  # first-listed drawn last, on top
-        c = window["contenders"][name]
-        if not c.get("roc"):
-            continue
-        color = COLORS.get(name, "#333")
-        plot.path(c["roc"]["fpr"], c["roc"]["tpr"], series=name, color=color, auc=c["roc"]["auc"])
-        plot.add_legend(name, color, f"{LABELS.get(name, name)} AUC {c['roc']['auc']:.3f}", auc=c["roc"]["auc"])
-    plot.legend.reverse()
-    return plot.render()
+
+    def curve(name: str, c: dict[str, Any]) -> Any:
+        roc = c.get("roc")
+        if not roc:
+            return None
+        return roc["fpr"], roc["tpr"], f"{LABELS.get(name, name)} AUC {roc['auc']:.3f}", {"auc": roc["auc"]}, None
+
+    return _draw_contenders(plot, window, names, curve)
 
 
 def pr_chart(window: dict[str, Any], names: list[str]) -> str:
@@ -491,31 +510,30 @@ def pr_chart(window: dict[str, Any], names: list[str]) -> str:
     plot.axes(_ticks(0, 1), _ticks(0, 1))
     if num(base):
         plot.ref([0, 1], [base, base], f"base rate {base:.3f}", at_start=True)
-    for name in reversed(names):  # first-listed drawn last, on top
-        c = window["contenders"][name]
-        if not c.get("pr"):
-            continue
-        color = COLORS.get(name, "#333")
-        plot.path(c["pr"]["recall"], c["pr"]["precision"], series=name, color=color, ap=c["pr"]["ap"])
-        plot.add_legend(name, color, f"{LABELS.get(name, name)} AP {c['pr']['ap']:.3f}", ap=c["pr"]["ap"])
-    plot.legend.reverse()
-    return plot.render()
+
+    def curve(name: str, c: dict[str, Any]) -> Any:
+        pr = c.get("pr")
+        if not pr:
+            return None
+        return pr["recall"], pr["precision"], f"{LABELS.get(name, name)} AP {pr['ap']:.3f}", {"ap": pr["ap"]}, None
+
+    return _draw_contenders(plot, window, names, curve)
 
 
 def gains_chart(window: dict[str, Any], names: list[str]) -> str:
     plot = Plot("gains", title="Cumulative gains", xlabel="share of customers, by score", ylabel="share of buyers found", legend_at="br", window=window["id"])
     plot.axes(_ticks(0, 1), _ticks(0, 1), xfmt=lambda v: f"{v:.0%}", yfmt=lambda v: f"{v:.0%}")
     plot.ref([0, 1], [0, 1], "random")
-    for name in reversed(names):  # first-listed drawn last, on top
-        g = window["contenders"][name].get("gains")
+
+    def curve(name: str, c: dict[str, Any]) -> Any:
+        g = c.get("gains")
         if not g:
-            continue
-        color = COLORS.get(name, "#333")
+            return None
         captured10 = g["captured"][g["share"].index(0.1)]
-        plot.path([0.0, *g["share"]], [0.0, *g["captured"]], series=name, color=color, captured10=captured10)
-        plot.add_legend(name, color, f"{LABELS.get(name, name)} top 10 %: {captured10:.1%}", captured10=captured10)
-    plot.legend.reverse()
-    return plot.render()
+        text = f"{LABELS.get(name, name)} top 10 %: {captured10:.1%}"
+        return [0.0, *g["share"]], [0.0, *g["captured"]], text, {"captured10": captured10}, None
+
+    return _draw_contenders(plot, window, names, curve)
 
 
 def lift_chart(window: dict[str, Any], names: list[str]) -> str:
@@ -524,19 +542,17 @@ def lift_chart(window: dict[str, Any], names: list[str]) -> str:
     plot = Plot("lift", title="Lift", xlabel="share of customers, by score", ylabel="lift (× base rate)", x=(0, 1), y=(0, top), legend_at="tr", window=window["id"])
     plot.axes(_ticks(0, 1), _ticks(0, top), xfmt=lambda v: f"{v:.0%}")
     plot.ref([0, 1], [1, 1], "no lift", at_start=True)
-    for name in reversed(names):  # first-listed drawn last, on top
-        c = window["contenders"][name]
+
+    def curve(name: str, c: dict[str, Any]) -> Any:
         g = c.get("gains")
         if not g:
-            continue
-        color = COLORS.get(name, "#333")
+            return None
         lift10 = c["metrics"].get("lift_at_10pct")
-        plot.path(g["share"], g["lift"], series=name, color=color, lift10=lift10)
-        if num(lift10):
-            plot.point(0.1, lift10, color=color, series=name, value=lift10, tip=f"{LABELS.get(name, name)} lift@10% {lift10:.3f}")
-        plot.add_legend(name, color, f"{LABELS.get(name, name)} lift@10% {f3(lift10)}", lift10=lift10)
-    plot.legend.reverse()
-    return plot.render()
+        label = LABELS.get(name, name)
+        point = (0.1, lift10, f"{label} lift@10% {lift10:.3f}") if num(lift10) else None
+        return g["share"], g["lift"], f"{label} lift@10% {f3(lift10)}", {"lift10": lift10}, point
+
+    return _draw_contenders(plot, window, names, curve)
 
 
 def calibration_chart(window: dict[str, Any], names: list[str]) -> str:

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -315,13 +314,7 @@ def test_dockerfile_builds_from_airflow_3_3_2_and_installs_requirements():
 # -- airflow-init's script, for real --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_airflow_init_script_against_real_postgres_and_s3(services, tmp_path):
+def test_airflow_init_script_against_real_postgres_and_s3(services, tmp_path, s3_endpoint):
     """Runs the init service's own script (compose's ``$$`` unescaped, as compose does) with the
     environment compose gives it, but the PostgreSQL on 127.0.0.1:5432 and a moto S3 server in
     place of the postgres/minio containers. Twice: the second run must succeed and change nothing."""
@@ -336,66 +329,50 @@ def test_airflow_init_script_against_real_postgres_and_s3(services, tmp_path):
         admin.execute("CREATE DATABASE pp_compose_init_test")
     db = "postgresql+psycopg://postgres@127.0.0.1:5432/pp_compose_init_test"
 
-    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    assert moto, "moto_server missing: moto[server] is a pinned requirement"
-    port = _free_port()
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    init = services["airflow-init"]
+    assert init["entrypoint"] == "/bin/bash" and init["command"][:3] == ["-euo", "pipefail", "-c"]
+    script = init["command"][3].replace("$$", "$")
+    example = _env_example()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PURCHASING_POWER_", "AWS_"))}
+    for key, value in init["environment"].items():  # compose's values, .env.example's defaults
+        env[key] = VAR_RE.sub(lambda m: example.get(m.group(1)) or (m.group(3) if m.group(2) in (":-", "-") else ""), str(value))
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(tmp_path / "airflow_home"),
+        PYTHONPATH=str(ROOT / "include"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=db,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=db,
+        AIRFLOW__CELERY__RESULT_BACKEND=f"db+{db}",
+        AIRFLOW__CORE__FERNET_KEY="",  # .env.example's placeholder is no Fernet key
+        PP_S3_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        HF_HUB_OFFLINE="1",
+    )
+    assert env["PURCHASING_POWER_STORAGE"] == "s3://pp_storage@purchasing-power/pp"
+    runs = []
+    for _ in range(2):
+        t0 = time.monotonic()
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        runs.append(time.monotonic() - t0)
+        assert r.returncode == 0, f"airflow-init script failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        assert "== airflow-init done" in r.stdout
+    assert "already exists in the db" in r.stdout and "demo source exists, left as is" in r.stdout
 
-        init = services["airflow-init"]
-        assert init["entrypoint"] == "/bin/bash" and init["command"][:3] == ["-euo", "pipefail", "-c"]
-        script = init["command"][3].replace("$$", "$")
-        example = _env_example()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PURCHASING_POWER_", "AWS_"))}
-        for key, value in init["environment"].items():  # compose's values, .env.example's defaults
-            env[key] = VAR_RE.sub(lambda m: example.get(m.group(1)) or (m.group(3) if m.group(2) in (":-", "-") else ""), str(value))
-        env.update(
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-            AIRFLOW_HOME=str(tmp_path / "airflow_home"),
-            PYTHONPATH=str(ROOT / "include"),
-            AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=db,
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=db,
-            AIRFLOW__CELERY__RESULT_BACKEND=f"db+{db}",
-            AIRFLOW__CORE__FERNET_KEY="",  # .env.example's placeholder is no Fernet key
-            PP_S3_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-            HF_HUB_OFFLINE="1",
-        )
-        assert env["PURCHASING_POWER_STORAGE"] == "s3://pp_storage@purchasing-power/pp"
-        runs = []
-        for _ in range(2):
-            t0 = time.monotonic()
-            r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=600)
-            runs.append(time.monotonic() - t0)
-            assert r.returncode == 0, f"airflow-init script failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-            assert "== airflow-init done" in r.stdout
-        assert "already exists in the db" in r.stdout and "demo source exists, left as is" in r.stdout
+    with psycopg.connect(db.replace("+psycopg", ""), autocommit=True) as conn:
+        users = conn.execute("select u.username, r.name from ab_user u join ab_user_role ur on ur.user_id = u.id"
+                             " join ab_role r on r.id = ur.role_id").fetchall()
+        pool = conn.execute("select slots from slot_pool where pool = 'gpu'").fetchone()
+        conns = conn.execute("select conn_type, login, extra from connection where conn_id = 'pp_storage'").fetchall()
+    assert users == [("admin", "Admin")]
+    assert pool == (int(example["GPU_POOL_SLOTS"]),)
+    assert len(conns) == 1 and conns[0][0] == "aws" and conns[0][1] == example["PP_S3_ACCESS_KEY_ID"]
+    assert json.loads(conns[0][2]) == {"region_name": "us-east-1", "endpoint_url": f"http://127.0.0.1:{port}"}
 
-        with psycopg.connect(db.replace("+psycopg", ""), autocommit=True) as conn:
-            users = conn.execute("select u.username, r.name from ab_user u join ab_user_role ur on ur.user_id = u.id"
-                                 " join ab_role r on r.id = ur.role_id").fetchall()
-            pool = conn.execute("select slots from slot_pool where pool = 'gpu'").fetchone()
-            conns = conn.execute("select conn_type, login, extra from connection where conn_id = 'pp_storage'").fetchall()
-        assert users == [("admin", "Admin")]
-        assert pool == (int(example["GPU_POOL_SLOTS"]),)
-        assert len(conns) == 1 and conns[0][0] == "aws" and conns[0][1] == example["PP_S3_ACCESS_KEY_ID"]
-        assert json.loads(conns[0][2]) == {"region_name": "us-east-1", "endpoint_url": f"http://127.0.0.1:{port}"}
+    import boto3
 
-        import boto3
-
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x")
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="purchasing-power").get("Contents", [])]
-        assert keys == ["pp/demo/ds=2024-12-31/transactions.parquet"]
-        print(f"\nairflow-init script: first run {runs[0]:.0f} s, rerun {runs[1]:.0f} s")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                      aws_access_key_id="x", aws_secret_access_key="x")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="purchasing-power").get("Contents", [])]
+    assert keys == ["pp/demo/ds=2024-12-31/transactions.parquet"]
+    print(f"\nairflow-init script: first run {runs[0]:.0f} s, rerun {runs[1]:.0f} s")
