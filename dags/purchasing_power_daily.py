@@ -40,11 +40,13 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
 * **train / evaluate / gate** fit candidates on the anchor day (every 30 days) from closed snapshots,
   compare them with BG/NBD, recency and the champion on the latest closed window, and promote
   only if they win; otherwise the champion stays and `metrics.json` says why. On the other days
-  the anchor is already decided: train is **skipped** (with the reason in its log), evaluate and
-  gate with it, and score uses the stored decision. One instance of each at a time across runs.
+  the anchor is already decided: features says so, train maps to **no instance** (skipped),
+  evaluate and gate with it, and score uses the stored decision. One instance of each at a
+  time across runs (a concurrent day that finds the anchor decided meanwhile skips with the
+  reason in its log).
 * **score / publish** write `predictions/ds=D/predictions.parquet` and `metrics/ds=D/metrics.json`,
-  and update the `purchasing_power_predictions` asset.
-* **report** precomputes the curves shown on the *Purchasing power* page (Browse menu).
+  update the `purchasing_power_predictions` asset, and precompute the curves shown on the
+  *Purchasing power* page (Browse menu) in `metrics/ds=D/report.json`.
 
 Only storage paths go through XCom. Reruns overwrite; nothing duplicates.
 """
@@ -153,16 +155,22 @@ def purchasing_power_daily():
         return run_embed_shard(shard, *_when())
 
     @task(trigger_rule="none_failed")
-    def features(_: object) -> str:
-        """Point-in-time customer features as of the end of D."""
-        return _run("features")
+    def features(_: object) -> list[str]:
+        """Point-in-time customer features as of the end of D; returns [its report] when the
+        day's anchor still needs a model, [] when it is decided (train then maps to nothing)."""
+        from purchasing_power.pipeline import run_features
 
-    # One instance at a time across runs: concurrent days of one anchor (a backfill) then fit,
-    # evaluate and gate it once, and the others find the stored result (and skip).
-    @task(max_active_tis_per_dag=1)
-    def train(_: str) -> str:
-        """Fit this anchor's candidates (SMOTE inside the training fit only); skipped, with
-        evaluate and gate, when the anchor is already decided."""
+        return run_features(*_when())
+
+    # Mapped over features' answer: zero instances (skipped, no process) once the anchor is
+    # decided. One instance at a time across runs: concurrent days of one undecided anchor (a
+    # backfill) fit, evaluate and gate it once; the others find the stored result and skip.
+    @task(
+        max_active_tis_per_dag=1,
+        doc_md="Fit this anchor's candidates (SMOTE inside the training fit only); no instance, and "
+        "evaluate and gate skipped, when the anchor is already decided.",
+    )
+    def train(features_report: str) -> str:
         return _run("train")
 
     @task(max_active_tis_per_dag=1)
@@ -182,16 +190,12 @@ def purchasing_power_daily():
 
     @task(outlets=[PREDICTIONS])
     def publish(_: str) -> str:
-        """Commit predictions/ds=D and metrics/ds=D atomically."""
+        """Commit predictions/ds=D and metrics/ds=D atomically, then the page's report.json."""
         return _run("publish")
 
-    @task
-    def report(_: str) -> str:
-        """Curves and summaries for the Purchasing power page (metrics/ds=D/report.json)."""
-        return _run("report")
-
     shards = embed.expand(shard=embed_plan(clean(extract())))
-    report(publish(score(gate(evaluate(train(features(shards)))))))
+    fitted = train.expand(features_report=features(shards))
+    publish(score(gate(evaluate(fitted))))
 
 
 purchasing_power_daily()

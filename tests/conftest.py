@@ -11,6 +11,8 @@ from typing import Any, Callable
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# model revisions remembered between processes: keep the tests' away from the user's cache
+os.environ.setdefault("PURCHASING_POWER_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"pp-test-cache-{os.getpid()}"))
 
 INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
 if INCLUDE not in sys.path:

@@ -208,15 +208,43 @@ def _stat(p: Path) -> os.stat_result | None:
         return None
 
 
+def revision_cache_dir() -> Path:
+    """Where model revisions are remembered between processes (``PURCHASING_POWER_CACHE``, else
+    ``$XDG_CACHE_HOME/purchasing-power``, else ``~/.cache/purchasing-power``)."""
+    root = os.environ.get("PURCHASING_POWER_CACHE")
+    if root:
+        return Path(root).expanduser() / "model-revisions"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "purchasing-power" / "model-revisions"
+
+
 @functools.lru_cache(maxsize=32)
 def _revision_cached(folder: str, sig: tuple) -> str:
+    """The digest of the folder's files, remembered on disk under the files' (name, size,
+    mtime) signature: hashing ~90 MB of weights costs ~0.2 s of CPU, and every Airflow task
+    that needs the model's identity is a new process. A changed file changes the signature."""
+    entry = revision_cache_dir() / (hashlib.sha256(repr((RECIPE_VERSION, folder, sig)).encode()).hexdigest()[:32] + ".txt")
+    try:
+        known = entry.read_text().strip()
+    except OSError:
+        known = ""
+    if re.fullmatch(r"[0-9a-f]{12}", known):
+        return known
     h = hashlib.sha256(RECIPE_VERSION.encode())
     for rel, size, _mtime in sig:
         h.update(f"\0{rel}\0{size}\0".encode())
         with open(Path(folder) / rel, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
-    return h.hexdigest()[:12]
+    revision = h.hexdigest()[:12]
+    try:  # a cache only: a read-only home just means hashing again next time
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(revision)
+        os.replace(tmp, entry)
+    except OSError as exc:
+        log.info("model revision not remembered (%s): %s", entry.parent, exc)
+    return revision
 
 
 def text_key(ref: ModelRef, text: str) -> str:

@@ -52,6 +52,11 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "transformers.models.auto.tokenization_auto",
     "transformers.models.bert.modeling_bert",
     "transformers.models.bert.tokenization_bert",
+    # what every task imports again when it parses the DAG file (the SDK's lazy decorators)
+    "airflow.sdk.definitions.decorators",
+    "airflow.providers.standard.decorators.python",
+    "airflow.providers.standard.operators.python",
+    "jsonschema",
     "purchasing_power.extract",
     "purchasing_power.clean",
     "purchasing_power.embed",

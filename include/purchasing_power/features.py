@@ -312,15 +312,20 @@ def build_labels(tx: pd.DataFrame, as_of: date, customers: pd.Index, purchase_da
 
 def features_day(settings, day: date) -> dict:
     """Stage function: point-in-time features of every customer as of the end of ``day``."""
-    from purchasing_power.train import Context
+    from purchasing_power.train import Context, anchor_for, decided_model
 
     ctx = Context.load(settings, day)
     f = ctx.features(day, refresh=True)
     text_cols = [c for c in f.columns if c.startswith(TEXT_PREFIX)]
+    decision = decided_model(settings, day)
     return {
         "day": day.isoformat(),
         "customers": int(len(f)),
         "feature_columns": int(f.shape[1]),
         "text_columns": len(text_cols),
         "features_path": ctx.feature_path(day),
+        # the DAG maps train over this: fit only while the day's anchor is undecided
+        "anchor": anchor_for(settings, day).isoformat(),
+        "needs_training": decision is None,
+        "decision_path": decision,
     }

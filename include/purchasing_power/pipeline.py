@@ -34,8 +34,7 @@ STAGES: dict[str, str] = {
     "evaluate": "purchasing_power.gate:evaluate_day",
     "gate": "purchasing_power.gate:gate_day",
     "score": "purchasing_power.score:score_day",
-    "publish": "purchasing_power.publish:publish_day",
-    "report": "purchasing_power.report:report_day",
+    "publish": "purchasing_power.publish:publish_day",  # also writes the UI page's report
 }
 
 
@@ -102,6 +101,14 @@ def run_embed_plan(params: Mapping[str, Any] | None, logical_date: datetime | No
     and return the shard paths to map the embed task over (paths only, never texts)."""
     path = run_stage("embed_plan", params, logical_date, run_after, report_name="embed")
     return list(Storage.at(settings_for(params).storage).read_json(path)["shards"])
+
+
+def run_features(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> list[str]:
+    """The DAG's ``features`` task: build the day's features and return what ``train`` maps
+    over: ``[report path]`` when the day's anchor still needs a model, ``[]`` when it is
+    decided (train, evaluate and gate are then skipped without starting a process)."""
+    path = run_stage("features", params, logical_date, run_after)
+    return [path] if Storage.at(settings_for(params).storage).read_json(path)["needs_training"] else []
 
 
 def run_embed_shard(shard: str, params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> str:

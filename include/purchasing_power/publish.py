@@ -1,4 +1,5 @@
-"""Publish: commit the staged predictions to ``predictions/ds=D/`` and write ``metrics/ds=D/metrics.json``.
+"""Publish: commit the staged predictions to ``predictions/ds=D/``, write ``metrics/ds=D/metrics.json``
+and then the UI page's ``metrics/ds=D/report.json`` (:func:`purchasing_power.report.report_day`).
 
 Both files depend only on the data and settings, never on the attempt: a rerun, a backfill or a
 fresh deployment writes the same bytes.
@@ -93,4 +94,15 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
     pred_path = out.write_bytes(predictions_path(out, day), payload)
     met_path = out.write_json(metrics, metrics_path(out, day))
     log.info("published %s rows to %s", len(frame), pred_path)
-    return {"day": day.isoformat(), "predictions_path": pred_path, "metrics_path": met_path, "rows": int(len(frame))}
+    # The page's curves, once the day is published (the report reads what was just written). Not
+    # a task of its own: on a whole-year backfill one Airflow task costs more than the report.
+    from purchasing_power.report import report_day
+
+    report = report_day(settings, day)
+    return {
+        "day": day.isoformat(),
+        "predictions_path": pred_path,
+        "metrics_path": met_path,
+        "rows": int(len(frame)),
+        "report": report,
+    }

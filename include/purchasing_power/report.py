@@ -354,8 +354,8 @@ def write_report(settings: Settings, day: date) -> str:
 
 
 def report_day(settings: Settings, day: date) -> dict[str, Any]:
-    """Stage-function form of ``write_report`` (``(settings, day) -> JSON-able report``), for
-    wiring it as its own task after publish instead of calling it from publish."""
+    """``write_report`` with a summary of what it wrote; publish calls it last. A window that
+    cannot be computed is listed in ``errors`` (the report never fails the run it describes)."""
     out = Storage.at(settings.storage)
     report = build_report(settings, day)
     path = out.write_json(report, report_path(out, day))

@@ -239,21 +239,33 @@ def baseline_bundle(settings: Settings, anchor: date, text_key: str) -> ModelBun
     return ModelBundle(version=model_version(settings, anchor, "baseline", text_key), kind="baseline", info={"reason": "BG/NBD fallback"})
 
 
+def decided_model(settings: Settings, day: date) -> str | None:
+    """The path of the gate decision this day's run scores with, when its anchor is already
+    decided (and ``force_retrain`` is off); ``None`` when the run has to fit and gate it."""
+    from purchasing_power.gate import DECISION_FILE
+
+    if settings.force_retrain:
+        return None
+    work = Workspace.for_settings(settings).work
+    decision = work.path("models", anchor_for(settings, day), DECISION_FILE)
+    return decision if work.exists(decision) else None
+
+
 def train_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: make sure the champion chain before this run's anchor is decided, then
     fit this anchor's candidates (a no-op when they exist and ``force_retrain`` is off).
     Raises :class:`NothingToDo` when the anchor is already decided (the usual case on all days
     but the first one of an anchor): evaluate and gate are then skipped too."""
     from purchasing_power.errors import NothingToDo
-    from purchasing_power.gate import DECISION_FILE, ensure_qualified
+    from purchasing_power.gate import ensure_qualified
 
-    ctx = Context.load(settings, day)
     anchor = anchor_for(settings, day)
-    decision = ctx.ws.work.path("models", anchor, DECISION_FILE)
-    if not settings.force_retrain and ctx.ws.work.exists(decision):
+    decision = decided_model(settings, day)
+    if decision is not None:
         # The anchor's candidates were fitted, evaluated and gated by an earlier run (they are a
         # pure function of the data before anchor+1): this run scores with that decision.
         raise NothingToDo(f"the model of anchor {anchor} is already decided ({decision}); this day scores with it (force_retrain refits)")
+    ctx = Context.load(settings, day)
     prev = previous_anchor(settings, anchor)
     champion = ensure_qualified(ctx, prev) if prev >= ctx.first_day else None
     reused = not settings.force_retrain and ctx.ws.work.exists(ctx.ws.work.path("models", anchor, TRAINING_INFO))

@@ -92,7 +92,8 @@ BUILD = textwrap.dedent(
     from purchasing_power.demo import write_demo_source
     from purchasing_power.errors import NothingToDo
     from purchasing_power.pipeline import SKIPPED_WITH, STAGES, run_stage
-    from purchasing_power.report import write_report
+    from purchasing_power.report import report_path, write_report
+    from purchasing_power.storage import Storage
     from purchasing_power.settings import Settings
     spec = json.loads(sys.argv[1])
     demo = spec["demo"]
@@ -110,9 +111,7 @@ BUILD = textwrap.dedent(
             except NothingToDo:  # as in the DAG: the anchor is decided, train/evaluate/gate skip
                 skipped.update(SKIPPED_WITH.get(stage, ()))
             print(f"{day} {stage} {time.time() - t:.1f}s", flush=True)
-        # what publish does once it writes the report (see report.write_report)
-        path = write_report(Settings().with_conf({**params}), date.fromisoformat(day))
-        print(f"{day} report", flush=True)
+        path = report_path(Storage.at(spec["storage"]), date.fromisoformat(day))  # publish wrote it
     # a rerun writes the same bytes
     first = open(path, "rb").read()
     write_report(Settings().with_conf({**params}), date.fromisoformat(spec["days"][-1]))

@@ -11,7 +11,7 @@ import pytest
 
 from purchasing_power.demo import write_demo_source
 from purchasing_power.errors import NothingToDo
-from purchasing_power.pipeline import run_all, settings_for
+from purchasing_power.pipeline import run_all, run_features, settings_for
 from purchasing_power.train import anchor_for, train_day
 
 DAY = date(2024, 3, 20)
@@ -40,6 +40,12 @@ def test_decided_anchor_skips_training_and_publishes_the_stored_decision(tmp_pat
     assert not {"train", "evaluate", "gate"} & set(second), second
     with pytest.raises(NothingToDo, match=f"anchor {anchor_for(settings, DAY)} is already decided"):
         train_day(settings, later)
+    # what the DAG maps train over: the first day of the anchor needs a model, the next does not
+    feats = {d: json.loads(Path(first["features"] if d == DAY else second["features"]).read_text()) for d in (DAY, later)}
+    assert feats[DAY]["needs_training"] is True and feats[DAY]["decision_path"] is None
+    assert feats[later]["needs_training"] is False and feats[later]["decision_path"].endswith("decision.json")
+    assert run_features({**params, "day": later.isoformat()}) == []
+    assert run_features({**params, "day": later.isoformat(), "force_retrain": True}) != []
 
     out = tmp_path / "a" / "metrics"
     m1 = json.loads((out / f"ds={DAY}" / "metrics.json").read_text())

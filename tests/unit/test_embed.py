@@ -76,6 +76,30 @@ def test_resolve_model_unknown_lists_what_was_tried(tmp_path):
         embed.resolve_model(str(tmp_path / "missing"))
 
 
+def test_revision_is_remembered_on_disk_and_follows_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("PURCHASING_POWER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "tiny-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden_size": 4}')
+    (folder / "model.safetensors").write_bytes(b"weights-v1")
+    first = embed._revision(str(folder))
+    entries = list((tmp_path / "cache" / "model-revisions").glob("*.txt"))
+    assert [e.read_text() for e in entries] == [first]
+    # another process (a new task) reads it back instead of hashing: prove it by planting a value
+    embed._revision_cached.cache_clear()
+    entries[0].write_text("abcdef012345")
+    assert embed._revision(str(folder)) == "abcdef012345"
+    # new weights (size and mtime change) give a new signature, so a real new digest
+    embed._revision_cached.cache_clear()
+    (folder / "model.safetensors").write_bytes(b"weights-v2-longer")
+    second = embed._revision(str(folder))
+    assert second not in (first, "abcdef012345") and len(second) == 12
+    # an unwritable cache only costs the hashing again
+    embed._revision_cached.cache_clear()
+    monkeypatch.setenv("PURCHASING_POWER_CACHE", str(folder / "config.json"))  # a file, not a folder
+    assert embed._revision(str(folder)) == second
+
+
 def test_text_key_depends_on_model_identity(ref):
     other = dataclasses.replace(ref, revision="0" * 12)
     assert embed.text_key(ref, "A") == embed.text_key(ref, "A")
