@@ -134,6 +134,8 @@ class LocalAirflow:
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
             TOKENIZERS_PARALLELISM="false",
+            # each task re-imports the DAG file and plugins: let Python cache their bytecode
+            PYTHONDONTWRITEBYTECODE="",
         )
         env.update(self.extra_env)
         self.env = env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 import time
 
 import numpy as np
@@ -143,6 +144,30 @@ def test_packed_forward_matches_transformers_forward(ref):
     with torch.inference_mode():
         theirs = enc.forward_padded(batch["input_ids"], batch["attention_mask"]).numpy()
     np.testing.assert_allclose(ours, theirs, atol=2e-6)
+
+
+def test_packed_weights_read_from_the_checkpoint_equal_the_modules(ref, tmp_path):
+    """The packed forward reads its tensors straight from the checkpoint (no module is built);
+    they are the module's own, and a checkpoint lacking one falls back to the module."""
+    enc = embed._Encoder(ref.path, "cpu")
+    if enc.packed is None:
+        pytest.skip("model is not a BERT encoder")
+    assert enc._model is None, "the packed path must not build the transformers module"
+    direct = embed._bert_weights(Path(ref.path), enc.config)
+    module = enc.model.state_dict()
+    assert set(direct) == set(embed._PackedBert.weight_names(enc.config))
+    assert all(torch.equal(direct[k], module[k]) for k in direct)
+    # a checkpoint under a task head's names ("bert." prefix) reads the same; one missing a tensor does not
+    from safetensors.torch import save_file
+
+    for name in ("config.json",):
+        (tmp_path / name).write_bytes((Path(ref.path) / name).read_bytes())
+    save_file({f"bert.{k}": v.contiguous() for k, v in direct.items()}, str(tmp_path / "model.safetensors"))
+    prefixed = embed._bert_weights(tmp_path, enc.config)
+    assert prefixed is not None and all(torch.equal(prefixed[k], direct[k]) for k in direct)
+    partial = {k: v.contiguous() for k, v in direct.items() if "layer.0.output.dense" not in k}
+    save_file(partial, str(tmp_path / "model.safetensors"))
+    assert embed._bert_weights(tmp_path, enc.config) is None
 
 
 def test_long_texts_are_truncated_and_counted(ref):
