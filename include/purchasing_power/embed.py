@@ -21,9 +21,10 @@ depend on its own length only ("shape-stable batching"):
   to a fixed grid of padded lengths (``length_grid``), each padded length has a fixed number of
   rows per batch (the last batch filled with dummy rows) and the mask is always applied.
 
-Vectors still depend on the device kind (CPU float32 vs CUDA float16) and may depend on the batch
-settings and thread count (on the 2-core AVX2 CI machine they did not): keep those fixed for a
-storage root (they are, through :class:`Settings`).
+Vectors still depend on the compute precision (``embed_precision``: float16 on CUDA, bfloat16 on
+CPUs with native bf16 matmuls, float32 elsewhere; cosine >= 0.9999 between them) and may depend
+on the batch settings and thread count: keep those fixed for a storage root (they are, through
+:class:`Settings`, on one kind of machine).
 
 Cache. Vectors live under ``{storage}/embeddings/model={slug}/part-{digest}.parquet``, one row per
 text, keyed by ``sha256(model_id \\0 revision \\0 text)``. Parts are immutable and named by the
@@ -321,12 +322,13 @@ class _Encoder:
     """Tokenizer + model. BERT encoders run through :class:`_PackedBert` (no padding at all);
     other architectures through the transformers module with padded, length-bucketed batches."""
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, path: str, device: str, precision: str = "float32"):
         from transformers import AutoConfig, AutoTokenizer
 
         _check_recipe(Path(path))
         self.path = path
         self.device = device
+        self.precision = precision
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.config = AutoConfig.from_pretrained(path, local_files_only=True)
         self.dim = int(self.config.hidden_size)
@@ -339,7 +341,7 @@ class _Encoder:
             weights = _bert_weights(Path(path), self.config)
             if weights is None:
                 weights = self.model.state_dict()
-            self.packed = _PackedBert(self.config, {k: v.detach().to(device) for k, v in weights.items()}, device)
+            self.packed = _PackedBert(self.config, {k: v.detach().to(device) for k, v in weights.items()}, device, precision)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = self.tokenizer("", add_special_tokens=True)["input_ids"]
         self.special_ids = list(ids) or [self.pad_id]
@@ -382,8 +384,9 @@ class _PackedBert:
 
     Same arithmetic as ``BertModel`` (post-LayerNorm blocks, exact GELU, SDPA attention);
     word + token-type embeddings are pre-summed, Q/K/V fused into one matmul and weights
-    pre-transposed for ``addmm``. On CUDA the matmuls and attention run in float16 (LayerNorm,
-    residuals and pooling stay float32).
+    pre-transposed for ``addmm``. The matmuls and attention run in the chosen precision
+    (float16 on CUDA, bfloat16 on CPUs with native bf16 matmuls); LayerNorm, residuals and
+    pooling stay float32.
     """
 
     @staticmethod
@@ -407,12 +410,13 @@ class _PackedBert:
             names += [f"encoder.layer.{i}.{b}.{p}" for b in blocks for p in ("weight", "bias")]
         return names
 
-    def __init__(self, config: Any, sd: dict[str, torch.Tensor], device: str):
-        """``sd``: the ``BertModel`` state dict (at least :meth:`weight_names`), on ``device``."""
+    def __init__(self, config: Any, sd: dict[str, torch.Tensor], device: str, precision: str = "float32"):
+        """``sd``: the ``BertModel`` state dict (at least :meth:`weight_names`), on ``device``;
+        ``precision``: the dtype of the matmuls and attention (see :func:`resolve_precision`)."""
         import torch
 
         c = config
-        cd = torch.float16 if device.startswith("cuda") else torch.float32
+        cd = getattr(torch, precision)
         self.cdtype = cd
         self.heads = int(c.num_attention_heads)
         self.eps = float(c.layer_norm_eps)
@@ -509,12 +513,43 @@ def _bert_weights(folder: Path, config: Any) -> dict[str, torch.Tensor] | None:
     return {n: sd[n].float() if sd[n].is_floating_point() else sd[n] for n in names}
 
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX; Linux flags)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return False
+    return False
+
+
+def resolve_precision(precision: str, dev: str) -> str:
+    """The compute dtype of the matmuls and attention: ``auto`` is float16 on CUDA, bfloat16 on
+    a CPU with native bf16 matmuls (about 2x float32 there, cosine >= 0.9999 to float32; see
+    ``make bench-embed``), else float32. float16 needs CUDA."""
+    p = (precision or "auto").lower()
+    if p not in PRECISIONS:
+        raise ValueError(f"embed precision must be one of {PRECISIONS}, got {precision!r}")
+    on_cuda = dev.startswith("cuda")
+    if p == "auto":
+        return "float16" if on_cuda else ("bfloat16" if cpu_has_native_bf16() else "float32")
+    if p == "float16" and not on_cuda:
+        raise ValueError("embed precision float16 needs a CUDA device; use bfloat16 or float32 on CPU")
+    return p
+
+
 @functools.lru_cache(maxsize=4)
-def _load_model(path: str, device: str) -> _Encoder:
-    """Load (once per process and device) the tokenizer and model of a folder, offline."""
+def _load_model(path: str, device: str, precision: str = "float32") -> _Encoder:
+    """Load (once per process, device and precision) the tokenizer and model of a folder, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    enc = _Encoder(path, device)
+    enc = _Encoder(path, device, precision)
     log.info("loaded embedding model %s on %s in %.1fs", path, device, time.perf_counter() - t0)
     return enc
 
@@ -668,7 +703,8 @@ def _run_padded(enc: _Encoder, ids: list[list[int]], max_len: int, plan: _Plan, 
     total = sum(L * rows for L, rows, _ in batches)
     progress = _Progress(len(ids), total, progress_every)
     dummy = enc.special_ids
-    autocast = torch.autocast("cuda", dtype=torch.float16) if dev.startswith("cuda") else contextlib.nullcontext()
+    low = enc.precision != "float32"
+    autocast = torch.autocast(dev.split(":")[0], dtype=getattr(torch, enc.precision)) if low else contextlib.nullcontext()
     with autocast:
         for L, rows, members in batches:
             buf = np.full((rows, L), enc.pad_id, dtype=np.int64)
@@ -695,6 +731,7 @@ def embed_texts(
     max_length: int | None = None,
     log_every: int = 5000,
     batch_tokens: int | None = None,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Embed ``texts`` (in order) into float32 ``[n, dim]``, L2-normalised rows.
 
@@ -703,7 +740,9 @@ def embed_texts(
     data: a text's vector would then depend on the other texts. ``threads``: intra-op threads
     (0: every available core). ``batch_size``: most texts per attention group / batch (x4 on
     CUDA); ``batch_tokens``: rows of each matmul chunk (default 1024 on CPU, 65536 on CUDA).
-    Vectors are bit-stable for fixed (model, device kind, batch settings, threads).
+    ``precision``: compute dtype, :func:`resolve_precision` (``auto``: float16 on CUDA, bfloat16
+    on CPUs with native bf16, else float32). Vectors are bit-stable for fixed (model, device
+    kind, precision, batch settings, threads).
     """
     import torch
 
@@ -724,7 +763,7 @@ def embed_texts(
         "threads": n_threads,
         "batch_size": plan.rows_cap,
         "batch_tokens": plan.tokens,
-        "dtype": "float16" if dev.startswith("cuda") else "float32",
+        "dtype": resolve_precision(precision, dev),
     }
     if len(texts) == 0:
         stats.update(seconds=0.0, texts_per_s=0.0, truncation_rate=0.0, truncated=0, tokens=0, computed_tokens=0)
@@ -733,7 +772,7 @@ def embed_texts(
     old_threads = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
-        enc = _load_model(ref.path, dev)
+        enc = _load_model(ref.path, dev, stats["dtype"])
         t_tok = time.perf_counter()
         ids, truncated = _tokenize(enc, texts, max_len)
         lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
@@ -1007,6 +1046,7 @@ def embed_new(texts: Iterable[str], storage: Storage, settings: Any) -> dict[str
             device=getattr(settings, "embed_device", "auto"),
             batch_size=getattr(settings, "embed_batch_size", 256),
             threads=getattr(settings, "embed_threads", 0),
+            precision=getattr(settings, "embed_precision", "auto"),
         )
         report["cache_part"] = cache.add([keys[i] for i in missing], new_texts, vectors)
         report.update(
@@ -1017,6 +1057,7 @@ def embed_new(texts: Iterable[str], storage: Storage, settings: Any) -> dict[str
             max_length=stats["max_length"],
             padding_overhead=stats["padding_overhead"],
             threads=stats["threads"],
+            dtype=stats["dtype"],
         )
     seconds = time.perf_counter() - t0
     report["seconds"] = round(seconds, 3)

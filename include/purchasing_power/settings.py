@@ -55,6 +55,7 @@ class Settings:
     column_map: dict[str, str] = field(default_factory=dict)
     embed_model: str = DEFAULT_EMBED_MODEL
     embed_device: str = "auto"  # auto | cpu | cuda
+    embed_precision: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)
     embed_batch_size: int = 256
     embed_threads: int = 0  # 0: one per available core
     embed_shard_texts: int = 20000  # most new texts per mapped embed task
@@ -87,6 +88,8 @@ class Settings:
             kw["embed_model"] = env["PURCHASING_POWER_EMBED_MODEL"]
         if env.get("PURCHASING_POWER_EMBED_DEVICE"):
             kw["embed_device"] = env["PURCHASING_POWER_EMBED_DEVICE"]
+        if env.get("PURCHASING_POWER_EMBED_PRECISION"):
+            kw["embed_precision"] = env["PURCHASING_POWER_EMBED_PRECISION"]
         return cls(**kw).validated()
 
     def with_conf(self, conf: Mapping[str, Any] | None) -> Settings:
@@ -113,6 +116,8 @@ class Settings:
             raise ValueError("storage root is empty: set PURCHASING_POWER_STORAGE or leave it unset")
         if self.embed_device not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"embed_device must be auto, cpu or cuda, got {self.embed_device!r}")
+        if self.embed_precision not in {"auto", "float32", "bfloat16", "float16"}:
+            raise ValueError(f"embed_precision must be auto, float32, bfloat16 or float16, got {self.embed_precision!r}")
         for name in ("retrain_every_days", "snapshot_step_days", "purchase_horizon_days", "spend_horizon_days"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")

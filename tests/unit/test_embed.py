@@ -55,6 +55,7 @@ def storage(settings) -> Storage:
 def _embed(texts, ref, **kw):
     kw.setdefault("device", "cpu")
     kw.setdefault("batch_size", 8)
+    kw.setdefault("precision", "float32")  # exact comparisons below; bfloat16 has its own tests
     vecs, stats = embed.embed_texts(texts, ref, **kw)
     return vecs, stats
 
@@ -128,14 +129,15 @@ def test_agrees_with_sentence_transformers(ref):
         pytest.skip(f"sentence-transformers is not importable in this environment: {exc}")
     st = SentenceTransformer(ref.path, device="cpu")
     theirs = st.encode(TEXTS, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
-    ours, _ = _embed(TEXTS, ref)
-    cos = (ours * theirs).sum(axis=1)
-    assert cos.min() >= 0.999, cos
+    for precision in ("float32", "bfloat16"):
+        ours, _ = _embed(TEXTS, ref, precision=precision)
+        cos = (ours * theirs).sum(axis=1)
+        assert cos.min() >= 0.999, (precision, cos)
 
 
 def test_packed_forward_matches_transformers_forward(ref):
     """The packed, unpadded BERT forward gives the transformers module's vectors."""
-    enc = embed._load_model(ref.path, "cpu")
+    enc = embed._load_model(ref.path, "cpu", "float32")
     if enc.packed is None:
         pytest.skip("model is not a BERT encoder; the transformers forward is used as is")
     ours, stats = _embed(TEXTS, ref)
@@ -190,7 +192,7 @@ X_CASES = [
 
 def _neighbour_runs(ref, batch_tokens):
     """For each x: x alone, and x among neighbours at different rows, groups and chunks."""
-    enc = embed._load_model(ref.path, "cpu")
+    enc = embed._load_model(ref.path, "cpu", "float32")
     n_tokens = lambda t: len(enc.tokenizer(t)["input_ids"])  # noqa: E731
     for x, template, suffixes in X_CASES:
         neighbours = [template.format(i, suffixes[i % len(suffixes)]) for i in range(4, 28)]
@@ -205,20 +207,41 @@ def _neighbour_runs(ref, batch_tokens):
         ]
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch_tokens", [None, 48])  # 48: x's tokens straddle matmul chunks
-def test_vectors_do_not_depend_on_batch_neighbours_or_order(ref, batch_tokens):
+def test_vectors_do_not_depend_on_batch_neighbours_or_order(ref, batch_tokens, precision):
     """Shape-stable batching: a text's vector is bit-identical whatever it is embedded with and
     wherever it lands (row of its attention group, group, offset in the matmul chunks)."""
     for x, runs in _neighbour_runs(ref, batch_tokens):
-        alone, _ = _embed([x], ref, batch_tokens=batch_tokens)
+        alone, _ = _embed([x], ref, batch_tokens=batch_tokens, precision=precision)
         for texts, pos in runs:
-            vecs, _ = _embed(texts, ref, batch_tokens=batch_tokens)
-            assert np.array_equal(alone[0], vecs[pos]), (x, pos)
+            vecs, _ = _embed(texts, ref, batch_tokens=batch_tokens, precision=precision)
+            assert np.array_equal(alone[0], vecs[pos]), (x, pos, precision)
+
+
+def test_bfloat16_agrees_with_float32_and_auto_picks_it_only_with_native_bf16(ref, monkeypatch):
+    v32, s32 = _embed(TEXTS, ref, precision="float32")
+    v16, s16 = _embed(TEXTS, ref, precision="bfloat16")
+    assert (s32["dtype"], s16["dtype"]) == ("float32", "bfloat16")
+    assert v16.dtype == np.float32 and np.allclose(np.linalg.norm(v16, axis=1), 1.0, atol=1e-5)
+    cos = (v16 * v32).sum(axis=1)
+    assert cos.min() >= 0.9999, cos
+    assert not np.array_equal(v16, v32), "bfloat16 must really run in bfloat16"
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: True)
+    assert embed.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
+    assert embed.resolve_precision("auto", "cpu") == "float32"
+    assert embed.resolve_precision("auto", "cuda") == "float16"
+    assert embed.resolve_precision("BFLOAT16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        embed.resolve_precision("float16", "cpu")
+    with pytest.raises(ValueError, match="must be one of"):
+        embed.resolve_precision("int8", "cpu")
 
 
 def test_padded_path_is_neighbour_independent_too(ref, monkeypatch):
     """The generic path (non-BERT models): fixed length grid, fixed rows, dummy rows, masks."""
-    enc = embed._load_model(ref.path, "cpu")
+    enc = embed._load_model(ref.path, "cpu", "float32")
     packed, _ = _embed(TEXTS, ref)
     monkeypatch.setattr(enc, "packed", None)
     padded, stats = _embed(TEXTS, ref)
@@ -249,7 +272,7 @@ def test_progress_is_logged(ref, caplog):
 # -- the stage and the cache -----------------------------------------------------------------------
 def test_embed_new_miss_then_hit_without_loading_the_model(ref, storage, settings, monkeypatch):
     texts = TEXTS + TEXTS[:3] + ["", None]
-    direct, _ = _embed(TEXTS, ref)
+    direct, _ = _embed(TEXTS, ref, precision=settings.embed_precision)  # what the stage uses
     first = embed.embed_new(texts, storage, settings)
     assert first["rows"] == len(texts) and first["unique"] == len(TEXTS) and first["empty"] == 2
     assert (first["cached"], first["new"]) == (0, len(TEXTS))

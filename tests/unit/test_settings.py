@@ -16,6 +16,7 @@ ENV_VARS = (
     "PURCHASING_POWER_COLUMN_MAP",
     "PURCHASING_POWER_EMBED_MODEL",
     "PURCHASING_POWER_EMBED_DEVICE",
+    "PURCHASING_POWER_EMBED_PRECISION",
 )
 
 
@@ -55,6 +56,7 @@ def test_from_env_with_explicit_mapping_ignores_os_environ(clean_env):
             "PURCHASING_POWER_COLUMN_MAP": '{"Invoice": "InvoiceNo", "Price": "UnitPrice"}',
             "PURCHASING_POWER_EMBED_MODEL": "/models/minilm",
             "PURCHASING_POWER_EMBED_DEVICE": "cpu",
+            "PURCHASING_POWER_EMBED_PRECISION": "float32",
         }
     )
     assert s.storage == "memory://pp"
@@ -62,6 +64,7 @@ def test_from_env_with_explicit_mapping_ignores_os_environ(clean_env):
     assert s.column_map == {"Invoice": "InvoiceNo", "Price": "UnitPrice"}
     assert s.embed_model == "/models/minilm"
     assert s.embed_device == "cpu"
+    assert s.embed_precision == "float32"
 
 
 def test_from_env_rejects_bad_values(clean_env):
@@ -115,6 +118,7 @@ def test_with_conf_overrides_typed_fields(base):
     ("conf", "message"),
     [
         ({"embed_device": "tpu"}, "embed_device must be auto, cpu or cuda"),
+        ({"embed_precision": "int8"}, "embed_precision must be auto, float32, bfloat16 or float16"),
         ({"column_map": "{not json"}, "column_map is not valid JSON"),
         ({"column_map": "[1, 2]"}, "column_map must be a JSON object, got list"),
         ({"column_map": {"Invoice": "Bogus"}}, r"column_map targets \['Bogus'\] are not canonical"),
