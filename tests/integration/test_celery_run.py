@@ -262,7 +262,13 @@ def test_dag_run_under_celery_sends_embed_to_the_gpu_queue(tmp_path):
 
         # Celery's own record (result_extended): one message per embed shard went through the gpu queue,
         # and the worker started for this test ran every message.
-        meta = _query("select queue, worker, status from celery_taskmeta")
+        # (the worker stores a message's result just after the task instance's state, so the last
+        # message may still read STARTED when the Dag run is already done: wait for it)
+        def results_stored():
+            rows = _query("select queue, worker, status from celery_taskmeta")
+            return rows if all(st not in ("PENDING", "STARTED", "RETRY") for _, _, st in rows) else None
+
+        meta = _wait("Celery to store every message's result", results_stored, 60, services, poll=1)
         assert len(meta) >= len(TASKS), meta
         assert sum(1 for q, _, _ in meta if q == "gpu") == len(embeds), meta
         assert {q for q, _, _ in meta} == {"gpu", "default"}, meta
