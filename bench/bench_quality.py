@@ -73,7 +73,6 @@ log = logging.getLogger("bench_quality")
 DEFAULT_DAYS = ("2011-05-31", "2011-08-31", "2011-09-30")
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "online_retail.parquet"
 DEFAULT_STORAGE = "/tmp/ppbench-quality"
-STAGES = ("extract", "clean", "embed", "features", "train", "evaluate", "gate", "score", "publish")
 TARGET_LIFT = 0.02
 TARGET_ECE = 0.03
 RFM_COLUMNS = ("recency_days", "n_purchase_days", "spend_total")
@@ -105,23 +104,14 @@ ABLATION_LABELS = {
 # pipeline
 # ------------------------------------------------------------------------------------------------
 def run_day(day: date, params: dict[str, Any]) -> dict[str, float]:
-    """Every stage of the Dag for ``day`` in this process; seconds per stage."""
-    from purchasing_power.errors import NothingToDo
-    from purchasing_power.pipeline import SKIPPED_WITH, run_stage
+    """Every stage of the Dag for ``day`` in this process (as the Dag does: a decided anchor
+    skips train/evaluate/gate, e.g. on a rerun over the same storage); seconds per stage."""
+    from purchasing_power.pipeline import run_all
 
     timings: dict[str, float] = {}
-    skipped: set[str] = set()
-    for stage in STAGES:
-        if stage in skipped:
-            continue
-        t0 = time.perf_counter()
-        try:
-            run_stage(stage, {**params, "day": day.isoformat()})
-        except NothingToDo as exc:  # a rerun on the same storage: the anchor is decided already
-            log.info("  %s %s skipped: %s", day, stage, exc)
-            skipped.update(SKIPPED_WITH.get(stage, ()))
-        timings[stage] = round(time.perf_counter() - t0, 2)
-        log.info("  %s %s: %.1f s", day, stage, timings[stage])
+    run_all(params, day, timings=timings)
+    for stage, seconds in timings.items():
+        log.info("  %s %s: %.1f s", day, stage, seconds)
     return timings
 
 

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from purchasing_power.settings import EMBED_PRECISIONS
 from purchasing_power.storage import Storage, _strip_conn, filesystem_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -513,9 +514,7 @@ def _bert_weights(folder: Path, config: Any) -> dict[str, torch.Tensor] | None:
     return {n: sd[n].float() if sd[n].is_floating_point() else sd[n] for n in names}
 
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-
-
+@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX; Linux flags)."""
     try:
@@ -534,8 +533,8 @@ def resolve_precision(precision: str, dev: str) -> str:
     a CPU with native bf16 matmuls (about 2x float32 there, cosine >= 0.9999 to float32; see
     ``make bench-embed``), else float32. float16 needs CUDA."""
     p = (precision or "auto").lower()
-    if p not in PRECISIONS:
-        raise ValueError(f"embed precision must be one of {PRECISIONS}, got {precision!r}")
+    if p not in EMBED_PRECISIONS:
+        raise ValueError(f"embed precision must be one of {EMBED_PRECISIONS}, got {precision!r}")
     on_cuda = dev.startswith("cuda")
     if p == "auto":
         return "float16" if on_cuda else ("bfloat16" if cpu_has_native_bf16() else "float32")
@@ -545,7 +544,7 @@ def resolve_precision(precision: str, dev: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_model(path: str, device: str, precision: str = "float32") -> _Encoder:
+def _load_model(path: str, device: str, precision: str) -> _Encoder:
     """Load (once per process, device and precision) the tokenizer and model of a folder, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()

@@ -75,9 +75,11 @@ def run_stage(
     return out.write_json(report, out.path("runs", day, f"{report_name or name}.json"))
 
 
-def run_all(params: Mapping[str, Any] | None = None, day: date | None = None) -> dict[str, str]:
+def run_all(params: Mapping[str, Any] | None = None, day: date | None = None, *, timings: dict[str, float] | None = None) -> dict[str, str]:
     """Run every stage in order in this process (for notebooks and benchmarks; the DAG runs
-    the same functions as separate tasks)."""
+    the same functions as separate tasks). ``timings``, when given, receives seconds per stage."""
+    import time
+
     from purchasing_power.errors import NothingToDo
 
     params = dict(params or {})
@@ -88,19 +90,26 @@ def run_all(params: Mapping[str, Any] | None = None, day: date | None = None) ->
     for name in STAGES:
         if name in skipped:
             continue
+        t0 = time.perf_counter()
         try:
             out[name] = run_stage(name, params)
         except NothingToDo as exc:  # as in the DAG: the stage and the ones that only follow it skip
             log.info("%s skipped: %s", name, exc)
             skipped.update(SKIPPED_WITH.get(name, ()))
+        if timings is not None:
+            timings[name] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _report(params: Mapping[str, Any] | None, path: str) -> dict[str, Any]:
+    return Storage.at(settings_for(params).storage).read_json(path)
 
 
 def run_embed_plan(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> list[str]:
     """The DAG's ``embed_plan`` task: plan the shards (report saved as ``runs/ds=D/embed.json``)
     and return the shard paths to map the embed task over (paths only, never texts)."""
     path = run_stage("embed_plan", params, logical_date, run_after, report_name="embed")
-    return list(Storage.at(settings_for(params).storage).read_json(path)["shards"])
+    return list(_report(params, path)["shards"])
 
 
 def run_features(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> list[str]:
@@ -108,7 +117,7 @@ def run_features(params: Mapping[str, Any] | None, logical_date: datetime | None
     over: ``[report path]`` when the day's anchor still needs a model, ``[]`` when it is
     decided (train, evaluate and gate are then skipped without starting a process)."""
     path = run_stage("features", params, logical_date, run_after)
-    return [path] if Storage.at(settings_for(params).storage).read_json(path)["needs_training"] else []
+    return [path] if _report(params, path)["needs_training"] else []
 
 
 def run_embed_shard(shard: str, params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> str:

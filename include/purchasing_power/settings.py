@@ -48,6 +48,10 @@ def default_demo_source(storage: str | None = None) -> str:
 RECIPE_VERSION = 3
 
 
+#: Compute precisions of the embed stage (see ``embed.resolve_precision``).
+EMBED_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class Settings:
     storage: str = field(default_factory=default_storage)
@@ -116,8 +120,8 @@ class Settings:
             raise ValueError("storage root is empty: set PURCHASING_POWER_STORAGE or leave it unset")
         if self.embed_device not in {"auto", "cpu", "cuda"}:
             raise ValueError(f"embed_device must be auto, cpu or cuda, got {self.embed_device!r}")
-        if self.embed_precision not in {"auto", "float32", "bfloat16", "float16"}:
-            raise ValueError(f"embed_precision must be auto, float32, bfloat16 or float16, got {self.embed_precision!r}")
+        if self.embed_precision not in EMBED_PRECISIONS:
+            raise ValueError(f"embed_precision must be {', '.join(EMBED_PRECISIONS[:-1])} or {EMBED_PRECISIONS[-1]}, got {self.embed_precision!r}")
         for name in ("retrain_every_days", "snapshot_step_days", "purchase_horizon_days", "spend_horizon_days"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -87,11 +87,10 @@ class Demo:
 # oversubscribed threads make the fits several times slower; results do not depend on it).
 BUILD = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys
     from datetime import date
     from purchasing_power.demo import write_demo_source
-    from purchasing_power.errors import NothingToDo
-    from purchasing_power.pipeline import SKIPPED_WITH, STAGES, run_stage
+    from purchasing_power.pipeline import run_all
     from purchasing_power.report import report_path, write_report
     from purchasing_power.storage import Storage
     from purchasing_power.settings import Settings
@@ -101,16 +100,10 @@ BUILD = textwrap.dedent(
                       end=date.fromisoformat(demo["end"]), seed=demo["seed"])
     params = {"source": spec["source"], "storage": spec["storage"], **spec["conf"]}
     for day in spec["days"]:
-        skipped = set()
-        for stage in STAGES:
-            if stage in skipped:
-                continue
-            t = time.time()
-            try:
-                run_stage(stage, {**params, "day": day})
-            except NothingToDo:  # as in the DAG: the anchor is decided, train/evaluate/gate skip
-                skipped.update(SKIPPED_WITH.get(stage, ()))
-            print(f"{day} {stage} {time.time() - t:.1f}s", flush=True)
+        timings = {}  # as in the DAG: a decided anchor skips train/evaluate/gate
+        run_all(params, date.fromisoformat(day), timings=timings)
+        for stage, seconds in timings.items():
+            print(f"{day} {stage} {seconds:.1f}s", flush=True)
         path = report_path(Storage.at(spec["storage"]), date.fromisoformat(day))  # publish wrote it
     # a rerun writes the same bytes
     first = open(path, "rb").read()
