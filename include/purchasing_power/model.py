@@ -10,7 +10,10 @@ Purchase (``p_purchase_30d``)
     candidate competes with the plain one: SMOTE is a step of an imbalanced-learn pipeline, so it
     resamples the fitting rows only -- the calibration slice, the gate's evaluation and scoring
     always see real rows -- and it is kept only where it wins on the calibration slice (its
-    distorted probabilities are recalibrated there either way).
+    distorted probabilities are recalibrated there either way). At score time the calibration is
+    refitted once more on the latest closed windows before the scored day (:func:`recalibrate`,
+    ``Settings.recalibration_windows``), so the probabilities follow the latest month's purchase
+    rate; the pipelines, so the ranking, stay those the gate judged.
 
 Spend (``expected_spend_90d``)
     A two-part model: P(any net spend in the next 90 days) (gradient-boosting classifier) times
@@ -27,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from purchasing_power.features import HISTORY_DAYS, TEXT_PREFIX
@@ -153,7 +156,7 @@ def make_purchase_pipeline(kind: str, num: list[str], text: list[str], *, seed: 
     if kind == "hgb":
         clf = _hgb_classifier(seed)
     elif kind == "logreg":
-        clf = LogisticRegression(C=0.1, max_iter=3000)
+        clf = LogisticRegression(C=0.01, max_iter=3000)
     else:
         raise ValueError(f"unknown purchase pipeline {kind!r}; expected hgb or logreg")
     steps: list[tuple[str, Any]] = [("pre", _preprocessor(num, text, seed, n_rows, scale=kind == "logreg"))]
@@ -379,6 +382,35 @@ def fit_purchase_model(
         "class_balance_before_smote": balance,
     }
     return PurchaseModel(kind=kind, columns=cols, pipelines=[fitted[m, use_smote] for m in members], calibrator=calibrator, selection=selection)
+
+
+def recalibrate(model: PurchaseModel, windows: list[tuple[str, pd.DataFrame, Any]]) -> tuple[PurchaseModel, dict[str, Any]]:
+    """The model with its Platt calibration refitted on the latest closed windows.
+
+    ``windows``: (as-of day, features as of that day, outcomes ``purchased``) of snapshots whose
+    purchase horizon has closed. The fitted pipelines (so the ranking) are unchanged; only the
+    two calibration numbers move, so the probabilities track the purchase rate of the latest
+    closed month instead of the one before the anchor's fit (up to two months older). Returns
+    the model unchanged, with the reason, when the windows hold a single class."""
+    import numpy as np
+
+    with single_threaded():
+        raws = [model.raw_score(f) for _, f, _ in windows]
+    raw = np.concatenate(raws) if raws else np.empty(0)
+    y = np.concatenate([np.asarray(yw, dtype=np.int64) for _, _, yw in windows]) if windows else np.empty(0, dtype=np.int64)
+    info: dict[str, Any] = {"snapshots": [d for d, _, _ in windows], "rows": int(len(y))}
+    if len(np.unique(y)) < 2:
+        return model, info | {"applied": False, "reason": "the recalibration windows hold a single class (or no rows)"}
+    calibrator = PlattCalibrator.fit(raw, y)
+    info |= {
+        "applied": True,
+        "purchase_rate": float(y.mean()),
+        "mean_p_before": float(model.calibrator.predict(raw).mean()),
+        "mean_p_after": float(calibrator.predict(raw).mean()),
+        "platt": {"a": calibrator.a, "b": calibrator.b},
+        "fit_platt": {"a": getattr(model.calibrator, "a", None), "b": getattr(model.calibrator, "b", None)},
+    }
+    return replace(model, calibrator=calibrator, selection=model.selection | {"recalibration": info}), info
 
 
 @_single_threaded_call

@@ -55,7 +55,13 @@ def settings_for(params: Mapping[str, Any] | None) -> Settings:
     return Settings.from_env().with_conf(params or {})
 
 
-def run_stage(
+def run_stage(name: str, *args: Any, **kwargs: Any) -> str:
+    """Run one stage for the run's day; return the path of its report
+    (``runs/ds=D/<report_name or name>.json``). Arguments as :func:`run_stage_report`."""
+    return run_stage_report(name, *args, **kwargs)[0]
+
+
+def run_stage_report(
     name: str,
     params: Mapping[str, Any] | None = None,
     logical_date: datetime | None = None,
@@ -63,16 +69,17 @@ def run_stage(
     *,
     report_name: str | None = None,
     **kwargs: Any,
-) -> str:
-    """Run one stage for the run's day; return the path of its report
-    (``runs/ds=D/<report_name or name>.json``). ``kwargs`` go to the stage function."""
+) -> tuple[str, dict[str, Any]]:
+    """Run stage ``name`` for the day the run covers (``params["day"]``, else the logical date /
+    queue time, see ``resolve_day``), store its report under ``runs/ds=D/<report_name or
+    name>.json`` and return (that path, the report). ``kwargs`` go to the stage function."""
     params = dict(params or {})
     settings = settings_for(params)
     day = resolve_day(params.get("day"), logical_date, run_after)
     log.info("stage %s for day %s (storage %s, source %s)", name, day, settings.storage, settings.resolved_source)
     report = stage_function(name)(settings, day, **kwargs)
     out = Storage.at(settings.storage)
-    return out.write_json(report, out.path("runs", day, f"{report_name or name}.json"))
+    return out.write_json(report, out.path("runs", day, f"{report_name or name}.json")), report
 
 
 def run_all(params: Mapping[str, Any] | None = None, day: date | None = None, *, timings: dict[str, float] | None = None) -> dict[str, str]:
@@ -101,23 +108,19 @@ def run_all(params: Mapping[str, Any] | None = None, day: date | None = None, *,
     return out
 
 
-def _report(params: Mapping[str, Any] | None, path: str) -> dict[str, Any]:
-    return Storage.at(settings_for(params).storage).read_json(path)
-
-
 def run_embed_plan(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> list[str]:
     """The DAG's ``embed_plan`` task: plan the shards (report saved as ``runs/ds=D/embed.json``)
     and return the shard paths to map the embed task over (paths only, never texts)."""
-    path = run_stage("embed_plan", params, logical_date, run_after, report_name="embed")
-    return list(_report(params, path)["shards"])
+    _, report = run_stage_report("embed_plan", params, logical_date, run_after, report_name="embed")
+    return list(report["shards"])
 
 
 def run_features(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> list[str]:
     """The DAG's ``features`` task: build the day's features and return what ``train`` maps
     over: ``[report path]`` when the day's anchor still needs a model, ``[]`` when it is
     decided (train, evaluate and gate are then skipped without starting a process)."""
-    path = run_stage("features", params, logical_date, run_after)
-    return [path] if _report(params, path)["needs_training"] else []
+    path, report = run_stage_report("features", params, logical_date, run_after)
+    return [path] if report["needs_training"] else []
 
 
 def run_embed_shard(shard: str, params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None) -> str:

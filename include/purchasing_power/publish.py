@@ -88,6 +88,7 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
             "customers_scored": int(len(frame)),
         },
         "tier_counts": (reports.get("score") or {}).get("tier_counts"),
+        "recalibration": (reports.get("score") or {}).get("recalibration"),
         "embedding": _stable_embedding(reports.get("embed")),
         "training": training or None,
     }

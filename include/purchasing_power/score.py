@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from purchasing_power.settings import Settings
@@ -11,6 +11,9 @@ from purchasing_power.settings import Settings
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
+
+    from purchasing_power.model import ModelBundle
+    from purchasing_power.train import Context
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,45 @@ def validate_predictions(df: pd.DataFrame) -> None:
         raise ValueError(f"tier must be one of {TIERS}")
 
 
+def recalibrated(ctx: Context, bundle: ModelBundle, day: date) -> tuple[ModelBundle, dict[str, Any] | None]:
+    """The bundle with its purchase calibration refitted on the latest closed windows before
+    ``day`` + 1: the customers as of D - h, D - h - step, ... (``recalibration_windows`` of them,
+    h = the purchase horizon, step = ``snapshot_step_days``) and whether they bought within h
+    days, all known by the end of D. Windows older than the fit's own calibration snapshot are
+    not used (their rows may have trained the model). The ranking is unchanged; the
+    probabilities follow the latest month's purchase rate rather than the one of the fit,
+    which is up to two months older on the last day of an anchor. ``None`` info: not
+    applicable (BG/NBD baseline, or switched off)."""
+    from dataclasses import replace
+
+    from purchasing_power.features import build_labels
+    from purchasing_power.model import recalibrate
+    from purchasing_power.train import MIN_HISTORY_DAYS
+
+    s = ctx.settings
+    if bundle.purchase is None or s.recalibration_windows == 0:
+        return bundle, None
+    fit_snapshot = bundle.purchase.selection.get("calibration_snapshot")
+    not_before = date.fromisoformat(fit_snapshot) if fit_snapshot else day
+    earliest = max(not_before, ctx.first_day + timedelta(days=MIN_HISTORY_DAYS))
+    windows = []
+    for k in range(s.recalibration_windows):
+        as_of = day - timedelta(days=s.purchase_horizon_days + k * s.snapshot_step_days)
+        if as_of < earliest:
+            break
+        f = ctx.features(as_of)
+        if f.empty:
+            continue
+        y = build_labels(ctx.tx, as_of, f.index, s.purchase_horizon_days, s.spend_horizon_days)["purchased"]
+        windows.append((as_of.isoformat(), f, y.to_numpy()))
+    if not windows:
+        return bundle, {"applied": False, "reason": f"no closed window on or after {earliest} (the fit's calibration snapshot is {fit_snapshot})"}
+    purchase, info = recalibrate(bundle.purchase, windows)
+    if info["applied"]:
+        log.info("%s: purchase calibration refitted on %s (%d rows, purchase rate %.3f)", day, info["snapshots"], info["rows"], info["purchase_rate"])
+    return replace(bundle, purchase=purchase), info
+
+
 def score_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: features as of D for every customer, scored with the deployed bundle."""
     from purchasing_power.gate import DECISION_FILE, deployed_bundle, ensure_decision
@@ -82,10 +124,10 @@ def score_day(settings: Settings, day: date) -> dict[str, Any]:
     anchor = anchor_for(settings, day)
     decision = ensure_decision(ctx, anchor)
     decision_path = ctx.ws.work.path("models", anchor, DECISION_FILE)
-    bundle = deployed_bundle(ctx, decision)
     features = ctx.features(day)  # written by the features stage of this run
     if features.empty:
         raise ValueError(f"no customer has a valid purchase before {day} + 1 day: nothing to score")
+    bundle, recalibration = recalibrated(ctx, deployed_bundle(ctx, decision), day)
     p, spend = bundle.predict(features)
     out = predictions_frame(features, p, spend, day, bundle.version, settings)
     path = ctx.ws.out.path("scores", day, SCORES_FILE)
@@ -101,6 +143,7 @@ def score_day(settings: Settings, day: date) -> dict[str, Any]:
         "decision_path": decision_path,
         "training_path": ctx.ws.work.path("models", anchor, TRAINING_INFO),
         "tier_counts": {t: int((out["tier"] == t).sum()) for t in TIERS},
+        "recalibration": recalibration,
         "p_purchase_30d_mean": float(out["p_purchase_30d"].mean()),
         "expected_spend_90d_total": float(out["expected_spend_90d"].sum()),
     }

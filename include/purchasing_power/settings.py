@@ -45,7 +45,7 @@ def default_demo_source(storage: str | None = None) -> str:
 #: recipe). It is part of every source-derived path, so bumping it after such a change makes
 #: every run recompute instead of reusing stale features or models. Published outputs are
 #: overwritten by the next run of their day.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 
 #: Compute precisions of the embed stage (see ``embed.resolve_precision``).
@@ -68,6 +68,7 @@ class Settings:
     retrain_every_days: int = 30  # models are fitted on anchor days: every N days on a fixed grid
     snapshot_step_days: int = 14  # training snapshots on a fixed grid every N days
     training_lookback_days: int = 365  # how far back training snapshots reach from the anchor
+    recalibration_windows: int = 2  # score: refit the purchase calibration on the N latest closed windows (as of D-h, D-h-step, ...); 0: keep the fit's
     purchase_horizon_days: int = 30
     spend_horizon_days: int = 90
     tier_high_share: float = 0.2  # top 20 % by expected spend are "high"
@@ -125,6 +126,8 @@ class Settings:
         for name in ("retrain_every_days", "snapshot_step_days", "purchase_horizon_days", "spend_horizon_days"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if int(self.recalibration_windows) < 0:
+            raise ValueError("recalibration_windows must be >= 0 (0 keeps the calibration of the fit)")
         if not 0 < self.tier_high_share < 1 or not 0 <= self.tier_medium_share < 1:
             raise ValueError("tier shares must be fractions")
         if self.tier_high_share + self.tier_medium_share > 1:

@@ -46,5 +46,8 @@ def test_real_day_end_to_end(airflow_env, tmp_path):
 
     metrics = json.loads((storage / "metrics" / f"ds={DAY}" / "metrics.json").read_text())
     assert metrics["row_counts"]["customers_scored"] == len(pred)
+    recal = metrics["recalibration"]  # the purchase calibration follows the latest closed windows
+    assert recal["applied"] and recal["snapshots"] == ["2011-08-01", "2011-07-18"], recal
+    assert recal["rows"] > 6000 and 0.1 < recal["purchase_rate"] < 0.5
     quarantine = pd.concat(pd.read_parquet(p) for p in (storage / "quarantine").rglob("*.parquet"))
     assert {"missing_customer", "duplicate_line"} <= set(quarantine["reason"])

@@ -208,3 +208,35 @@ def test_gate_spend_choice():
     assert spend_verdict(ev, 0.0)[0] == "bgnbd_gg"
     assert spend_verdict({"spend": {}}, 0.0)[0] == "bgnbd_gg"
     assert spend_verdict({"spend": {"candidate": {"normalized_gini": 0.5}}}, 0.0)[0] == "candidate"
+
+
+def _shifted_window(model: M.PurchaseModel, seed: int, shift: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """Customers scored by ``model`` whose true purchase odds are the model's times exp(shift)."""
+    X = scoring_frame(make_table(n=600, seed=seed))
+    rng = np.random.default_rng(seed)
+    p_true = M.sigmoid(M.logit(model.predict_proba(X)) + shift)
+    return X, (rng.random(len(X)) < p_true).astype(np.int64)
+
+
+def test_recalibration_follows_the_latest_window_and_keeps_the_ranking():
+    m = M.fit_purchase_model(make_table(seed=8), seed=1, smote=False)
+    X, y = _shifted_window(m, seed=21, shift=-1.0)  # the purchase rate fell after the fit
+    before = m.predict_proba(X)
+    m2, info = M.recalibrate(m, [("2011-03-01", X, y)])
+    after = m2.predict_proba(X)
+    assert info["applied"] and info["rows"] == len(X) and info["snapshots"] == ["2011-03-01"]
+    assert abs(before.mean() - y.mean()) > 0.1  # the fit's calibration is off on the new window
+    assert abs(after.mean() - y.mean()) < 0.01  # the refitted one matches its rate
+    assert purchase_metrics(y, after)["ece"] < purchase_metrics(y, before)["ece"]
+    assert np.array_equal(np.argsort(before, kind="stable"), np.argsort(after, kind="stable"))
+    assert np.array_equal(m.predict_proba(X), before)  # the deployed model itself is not changed
+    assert m2.selection["recalibration"] == info and m2.pipelines is m.pipelines
+
+
+def test_recalibration_with_a_single_class_keeps_the_fit():
+    m = M.fit_purchase_model(make_table(seed=8), seed=1, smote=False)
+    X = scoring_frame(make_table(n=50, seed=3))
+    m2, info = M.recalibrate(m, [("2011-03-01", X, np.zeros(len(X), dtype=np.int64))])
+    assert m2 is m and info["applied"] is False and "single class" in info["reason"]
+    m3, info = M.recalibrate(m, [])
+    assert m3 is m and info["applied"] is False and info["rows"] == 0

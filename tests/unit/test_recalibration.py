@@ -1,0 +1,87 @@
+"""Score-time recalibration: which closed windows are used, and their outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from purchasing_power import model as M
+from purchasing_power.score import recalibrated
+from purchasing_power.settings import Settings
+from test_model import make_table, scoring_frame
+
+DAY = date(2011, 6, 30)
+
+
+@dataclass
+class FakeContext:
+    """What ``recalibrated`` reads of a Context: settings, the first day, features, history."""
+
+    settings: Settings
+    tx: pd.DataFrame
+    first_day: date = date(2010, 12, 1)
+    asked: list[date] = field(default_factory=list)
+
+    def features(self, as_of: date) -> pd.DataFrame:
+        self.asked.append(as_of)
+        return scoring_frame(make_table(n=400, seed=as_of.toordinal() % 1000))
+
+
+def history(buyers: dict[date, list[int]]) -> pd.DataFrame:
+    """One sale line for each buyer, ten days after each as-of day."""
+    rows = [
+        {"customer_id": c, "invoice_ts": pd.Timestamp(d) + pd.Timedelta(days=10), "line_value": 5.0}
+        for d, ids in buyers.items()
+        for c in ids
+    ]
+    return pd.DataFrame(rows, columns=["customer_id", "invoice_ts", "line_value"])
+
+
+@pytest.fixture(scope="module")
+def bundle() -> M.ModelBundle:
+    m = M.fit_purchase_model(make_table(seed=8), seed=1, smote=False)
+    m.selection["calibration_snapshot"] = "2011-04-03"
+    return M.ModelBundle(version="pp-test", kind="model", purchase=m)
+
+
+def test_latest_closed_windows_and_their_outcomes(bundle):
+    d30, d44 = DAY - timedelta(days=30), DAY - timedelta(days=44)
+    ids = np.arange(1000, 1400)
+    ctx = FakeContext(Settings(), history({d30: list(ids[:40]), d44: list(ids[:200])}))
+    out, info = recalibrated(ctx, bundle, DAY)
+    assert ctx.asked == [d30, d44]  # D - h, D - h - snapshot_step_days
+    assert info["applied"] and info["snapshots"] == [d30.isoformat(), d44.isoformat()]
+    assert info["rows"] == 800 and info["purchase_rate"] == pytest.approx(240 / 800)
+    X = scoring_frame(make_table(n=400, seed=5))
+    p_fit, p_new = bundle.purchase.predict_proba(X), out.purchase.predict_proba(X)
+    assert np.array_equal(np.argsort(p_fit, kind="stable"), np.argsort(p_new, kind="stable"))
+    assert not np.allclose(p_fit, p_new)
+    assert out.version == bundle.version and out.spend is bundle.spend
+
+
+def test_windows_the_fit_may_have_trained_on_are_not_used(bundle):
+    ids = list(range(1000, 1100))
+    ctx = FakeContext(Settings(), history({DAY - timedelta(days=30): ids}))
+    late = replace(bundle, purchase=replace(bundle.purchase, selection=bundle.purchase.selection | {"calibration_snapshot": (DAY - timedelta(days=35)).isoformat()}))
+    _, info = recalibrated(ctx, late, DAY)
+    assert info["snapshots"] == [(DAY - timedelta(days=30)).isoformat()]
+    too_late = replace(bundle, purchase=replace(bundle.purchase, selection=bundle.purchase.selection | {"calibration_snapshot": (DAY - timedelta(days=20)).isoformat()}))
+    same, info = recalibrated(ctx, too_late, DAY)
+    assert same is too_late and info["applied"] is False and "no closed window" in info["reason"]
+
+
+def test_baseline_bundle_and_switched_off_are_left_alone(bundle):
+    ctx = FakeContext(Settings(recalibration_windows=0), history({}))
+    assert recalibrated(ctx, bundle, DAY) == (bundle, None)
+    base = M.ModelBundle(version="bgnbd", kind="baseline")
+    assert recalibrated(FakeContext(Settings(), history({})), base, DAY) == (base, None)
+    assert ctx.asked == []
+
+
+def test_negative_window_count_is_refused():
+    with pytest.raises(ValueError, match="recalibration_windows"):
+        Settings().with_conf({"recalibration_windows": "-1"})
