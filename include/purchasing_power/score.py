@@ -97,15 +97,16 @@ def recalibrated(ctx: Context, bundle: ModelBundle, day: date) -> tuple[ModelBun
     fit_snapshot = bundle.purchase.selection.get("calibration_snapshot")
     not_before = date.fromisoformat(fit_snapshot) if fit_snapshot else day
     earliest = max(not_before, ctx.first_day + timedelta(days=MIN_HISTORY_DAYS))
+    days = [day - timedelta(days=s.purchase_horizon_days + k * s.snapshot_step_days) for k in range(s.recalibration_windows)]
+    days = [d for d in days if d >= earliest]
+    # the outcomes: purchases after the oldest window's as-of day, through the end of D
+    later = ctx.history_since(min(days) + timedelta(days=1)) if days else None
     windows = []
-    for k in range(s.recalibration_windows):
-        as_of = day - timedelta(days=s.purchase_horizon_days + k * s.snapshot_step_days)
-        if as_of < earliest:
-            break
+    for as_of in days:
         f = ctx.features(as_of)
         if f.empty:
             continue
-        y = build_labels(ctx.tx, as_of, f.index, s.purchase_horizon_days, s.spend_horizon_days)["purchased"]
+        y = build_labels(later, as_of, f.index, s.purchase_horizon_days, s.spend_horizon_days)["purchased"]
         windows.append((as_of.isoformat(), f, y.to_numpy()))
     if not windows:
         return bundle, {"applied": False, "reason": f"no closed window on or after {earliest} (the fit's calibration snapshot is {fit_snapshot})"}

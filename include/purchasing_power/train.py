@@ -105,6 +105,17 @@ class Context:
                 return ts.min().date()
         raise ValueError(f"no clean transactions up to {self.day}")
 
+    def history_since(self, since: date) -> pd.DataFrame:
+        """Clean rows with invoice day in [since, the run's day]: from the loaded history when
+        there is one, else read from those daily partitions only (customer, time and value)."""
+        import pandas as pd
+
+        if self._tx is not None:
+            return self._tx[self._tx["invoice_ts"] >= pd.Timestamp(since)]
+        from purchasing_power.clean import load_clean_history
+
+        return load_clean_history(self.settings, self.day, since=since, columns=["customer_id", "invoice_ts", "line_value"])
+
     def history_until(self, anchor: date) -> pd.DataFrame:
         import pandas as pd
 

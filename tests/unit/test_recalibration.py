@@ -26,6 +26,10 @@ class FakeContext:
     first_day: date = date(2010, 12, 1)
     asked: list[date] = field(default_factory=list)
 
+    def history_since(self, since: date) -> pd.DataFrame:
+        self.since = since
+        return self.tx[self.tx["invoice_ts"] >= pd.Timestamp(since)]
+
     def features(self, as_of: date) -> pd.DataFrame:
         self.asked.append(as_of)
         return scoring_frame(make_table(n=400, seed=as_of.toordinal() % 1000))
@@ -54,6 +58,7 @@ def test_latest_closed_windows_and_their_outcomes(bundle):
     ctx = FakeContext(Settings(), history({d30: list(ids[:40]), d44: list(ids[:200])}))
     out, info = recalibrated(ctx, bundle, DAY)
     assert ctx.asked == [d30, d44]  # D - h, D - h - snapshot_step_days
+    assert ctx.since == d44 + timedelta(days=1)  # outcomes are read from after the oldest as-of day
     assert info["applied"] and info["snapshots"] == [d30.isoformat(), d44.isoformat()]
     assert info["rows"] == 800 and info["purchase_rate"] == pytest.approx(240 / 800)
     X = scoring_frame(make_table(n=400, seed=5))
