@@ -44,7 +44,9 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
   evaluate and gate with it, and score uses the stored decision. One instance of each at a
   time across runs (a concurrent day that finds the anchor decided meanwhile skips with the
   reason in its log).
-* **score / publish** write `predictions/ds=D/predictions.parquet` and `metrics/ds=D/metrics.json`,
+* **score / publish** score with the decided model, its purchase probabilities recalibrated on
+  the latest closed windows (as of D-30 and D-44; the ranking is the gate's), write
+  `predictions/ds=D/predictions.parquet` and `metrics/ds=D/metrics.json`,
   update the `purchasing_power_predictions` asset, and precompute the curves shown on the
   *Purchasing power* page (Browse menu) in `metrics/ds=D/report.json`.
 
