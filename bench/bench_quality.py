@@ -153,7 +153,7 @@ def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int,
         spend_point_metrics,
     )
     from purchasing_power.features import build_labels
-    from purchasing_power.gate import DECISION_FILE
+    from purchasing_power.gate import DECISION_FILE, deployed_bundle
     from purchasing_power.model import BASELINE_P, BASELINE_SPEND, fit_past_spend, fit_purchase_model, fit_spend_model
     from purchasing_power.publish import METRICS_FILE, PREDICTIONS_FILE
     from purchasing_power.storage import Storage
@@ -188,7 +188,7 @@ def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int,
         "bgnbd": np.nan_to_num(feats[BASELINE_P].to_numpy(dtype=np.float64)),
         "bgnbd_expected": np.nan_to_num(feats["bgnbd_expected_purchases"].to_numpy(dtype=np.float64)),
     }
-    deployed = load_bundle(ctx.ws, decision["deployed_path"])
+    deployed = deployed_bundle(ctx, decision)
     if deployed.purchase is not None:  # what scoring gives without the daily recalibration
         purchase["champion_fit_calibration"] = deployed.predict(feats)[0]
     if candidate is not None:
@@ -237,8 +237,7 @@ def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int,
     boot_seconds = time.perf_counter() - t1
 
     metrics_path = out_store.path("metrics", day, METRICS_FILE)
-    score_report = out_store.path("runs", day, "score.json")
-    recalibration = (out_store.read_json(score_report) if out_store.exists(score_report) else {}).get("recalibration")
+    recalibration = out_store.read_json(metrics_path).get("recalibration")  # as published for D
     return {
         "day": day.isoformat(),
         "anchor": anchor.isoformat(),
