@@ -3,8 +3,9 @@
 #
 #   docker compose build            # or: docker build -t purchasing-power/airflow:3.3.2 .
 #
-# It is the official Airflow image plus the project's fully pinned requirements.txt and its code
-# (dags/, include/, plugins/) baked in. No credentials and no data are in the image: connections,
+# It is the official Airflow image plus the project's pinned runtime requirements (requirements.txt;
+# the development and test tools of requirements-dev.txt stay out) and its code (dags/, include/,
+# plugins/) baked in. No credentials and no data are in the image: connections,
 # keys and passwords come from the environment at run time (.env, see .env.example).
 #
 # torch: requirements.txt pins torch==2.13.0; from PyPI on linux/x86_64 that is the CUDA build, so
@@ -15,8 +16,8 @@ FROM ${AIRFLOW_BASE_IMAGE}
 
 USER airflow
 
-# Dependencies first (a code change does not reinstall them). apache-airflow==3.3.2 is in the
-# freeze, so pip cannot move Airflow itself while installing the rest.
+# Dependencies first (a code change does not reinstall them). apache-airflow==3.3.2 is pinned, so
+# pip cannot move Airflow itself while installing the rest.
 COPY --chown=airflow:0 requirements.txt /opt/airflow/requirements.txt
 RUN pip install --no-cache-dir -r /opt/airflow/requirements.txt
 

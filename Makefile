@@ -35,7 +35,7 @@ ifdef AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
 METADB := :
 METADB_NAME := AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (set by you)
 else
-METADB := metadb_env="$$($(BIN)/python -m purchasing_power.metadb env)" && eval "$$metadb_env" || exit 1
+METADB := metadb_env="$$($(BIN)/python $(PROJECT)/tools/metadb.py env)" && eval "$$metadb_env" || exit 1
 METADB_NAME := embedded PostgreSQL in $(AIRFLOW_HOME)/pg
 endif
 # A LocalExecutor that imports pandas, scikit-learn, torch, ... once in the scheduler before it forks
@@ -90,10 +90,12 @@ help:
 	@echo "make airflow-stop / make metadb-stop  # stop background Airflow services / the embedded PostgreSQL"
 	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill)"
 
-$(STAMP): requirements.txt
+# The development venv: the runtime pins (requirements.txt, what the Docker image installs) plus
+# the development and test ones (requirements-dev.txt includes requirements.txt).
+$(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -162,11 +164,14 @@ airflow-stop:
 	done
 
 metadb-stop: airflow-stop
-	@$(BIN)/python -m purchasing_power.metadb stop
+	@$(BIN)/python $(PROJECT)/tools/metadb.py stop
 
-# Wait for the Dag's newest backfill (e.g. one made in the UI, or after Ctrl-C) and summarise it.
+# Wait for the Dag's newest backfill (e.g. one made in the UI, or after Ctrl-C) and summarise it;
+# it asks the api-server on API_PORT (REST API, the admin password from $(AIRFLOW_HOME)).
+BACKFILL_WAIT := $(BIN)/python $(PROJECT)/tools/metadb.py backfill-wait --dag-id $(DAG_ID) \
+  --api-url http://localhost:$(API_PORT) --poll 5 --timeout $(BACKFILL_TIMEOUT)
 backfill-wait: $(STAMP)
-	@$(METADB); $(BIN)/python -m purchasing_power.metadb backfill-wait --dag-id $(DAG_ID) --poll 5 --timeout $(BACKFILL_TIMEOUT)
+	@$(BACKFILL_WAIT)
 
 backfill-args:
 	@test -n "$(START)" && test -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD [REPROCESS=completed|failed|none] [MAX_ACTIVE_RUNS=1]"; exit 2; }
@@ -182,7 +187,7 @@ backfill: backfill-args demo airflow-services
 	  || { tail -30 $(RUN_DIR)/backfill-create.log; \
 	       grep -q "Another backfill is running" $(RUN_DIR)/backfill-create.log \
 	         && echo "wait for it with 'make backfill-wait' (or cancel it in the UI), then retry"; exit 1; }; \
-	$(BIN)/python -m purchasing_power.metadb backfill-wait --dag-id $(DAG_ID) --poll 5 --timeout $(BACKFILL_TIMEOUT); rc=$$?; \
+	$(BACKFILL_WAIT); rc=$$?; \
 	echo "backfill wall time $$(( $$(date +%s) - start )) s; task logs: $(AIRFLOW_HOME)/logs/dag_id=$(DAG_ID)/"; \
 	exit $$rc
 
@@ -201,8 +206,11 @@ BENCH_BACKFILL_ARGS ?=
 bench-backfill: $(STAMP)
 	$(BIN)/python bench/bench_backfill.py --out bench/results/backfill.json $(BENCH_BACKFILL_ARGS)
 
+# Pin what the venv has installed: requirements.txt = requirements.in and what it needs, the rest in
+# requirements-dev.txt (tools/lock_requirements.py). To change a version: edit the .in file,
+# `$(BIN)/python -m pip install -r requirements-dev.in`, then `make lock`.
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.txt
+	$(BIN)/python tools/lock_requirements.py
 
 clean-data:
 	rm -rf data .airflow

@@ -1,6 +1,6 @@
 """``make bench-backfill``: backfill a whole year of the real UCI data with the real scheduler.
 
-A private Airflow (``purchasing_power.localairflow``: embedded PostgreSQL, scheduler with the
+A private Airflow (``tools/localairflow.py``: embedded PostgreSQL, scheduler with the
 preloading LocalExecutor, dag-processor, api-server) backfills logical dates START..END of
 ``purchasing_power_daily`` (default 2011-01-01..2011-12-10, i.e. the days 2010-12-31..2011-12-09)
 over ``../shared/datasets/online_retail.parquet``, from empty storage. Reported into
@@ -28,8 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
+sys.path.append(str(ROOT / "tools"))  # the development tools: metadb, localairflow, airflow_rest
 
-from purchasing_power.localairflow import DAG_ID, LocalAirflow, children_by_parent  # noqa: E402
+from localairflow import DAG_ID, LocalAirflow, children_by_parent  # noqa: E402
 
 TARGET_S = 30 * 60
 
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     n_runs = (end - start).days + 1
     work = Path(args.work)
     if work.exists():
-        from purchasing_power import metadb
+        import metadb
 
         metadb.stop(work / "airflow" / "pg")
         shutil.rmtree(work)

@@ -128,28 +128,31 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from purchasing_power import embed
+    from purchasing_power import embedding
+    from purchasing_power.embedding import cache as embedding_cache
+    from purchasing_power.embedding import encoder as embedding_encoder
+    from purchasing_power.embedding.device import available_cores, device_name
     from purchasing_power.settings import Settings
     from purchasing_power.storage import Storage
 
-    device = embed.resolve_device(args.device)
+    device = embedding.resolve_device(args.device)
     on_cuda = device.startswith("cuda")
-    threads = args.threads or embed._cores()
-    precision = embed.resolve_precision(args.precision, device)
+    threads = args.threads or available_cores()
+    precision = embedding.resolve_precision(args.precision, device)
     torch.set_num_threads(threads)
-    ref = embed.resolve_model(args.model)
+    ref = embedding.resolve_model(args.model)
     # ours: batch_size is the row cap before the CUDA x4 scale, so 256 -> 1024 rows on CUDA
     batch_size = args.batch_size or 256
-    ours_rows = batch_size * (embed.CUDA_BATCH_SCALE if on_cuda else 1)
+    ours_rows = batch_size * (embedding.CUDA_BATCH_SCALE if on_cuda else 1)
     st_batch = args.st_batch_size or (1024 if on_cuda else 32)
     if args.slice_tokens is None:
-        plan = embed._plan_for(device, batch_size, args.batch_tokens)
+        plan = embedding_encoder._plan_for(device, batch_size, args.batch_tokens)
         args.slice_tokens = plan.tokens * plan.wave_chunks
 
     result: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": device,
-        "device_name": embed._device_name(device),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": threads,
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": list(os.getloadavg()),
         "model": {"name": ref.name, "path": ref.path, "model_id": ref.model_id, "revision": ref.revision},
         "ours": {"batch_size_rows": ours_rows, "batch_tokens": args.batch_tokens
-                 or (embed.CUDA_BATCH_TOKENS if on_cuda else embed.CPU_BATCH_TOKENS),
+                 or (embedding.CUDA_BATCH_TOKENS if on_cuda else embedding.CPU_BATCH_TOKENS),
                  "dtype": precision},
         "st": {"batch_size": st_batch},
         "datasets": {},
@@ -190,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     warm = [normalise(t) for t in ("warm up", "a slightly longer warm up text with more words in it")]
     ours_runs = {"ours": precision} | ({"ours_float32": "float32"} if precision != "float32" else {})
     for p in ours_runs.values():
-        (_, _), t_load = timed(lambda: embed.embed_texts(warm, ref, device=device, batch_size=batch_size, threads=threads,
-                                                        batch_tokens=args.batch_tokens, precision=p))
+        (_, _), t_load = timed(lambda: embedding.embed_texts(warm, ref, device=device, batch_size=batch_size, threads=threads,
+                                                            batch_tokens=args.batch_tokens, precision=p))
     result["ours"]["load_and_warmup_seconds"] = round(t_load, 2)
     st = st_half = None
     if not args.skip_st:
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     # The contenders run slice by slice, alternating which goes first, so that load from other
     # processes on a shared machine hits both alike. A slice is ~--slice-tokens tokens (our wave
     # size on CPU, so slicing adds no work to ours beyond its natural wave boundaries).
-    tokenizer = embed._load_model(ref.path, device, precision).tokenizer
+    tokenizer = embedding_encoder._load_model(ref.path, device, precision).tokenizer
     contenders = [(lbl, None) for lbl in ours_runs] + [(lbl, m) for lbl, m in (("st", st), ("st_fp16", st_half)) if m is not None]
     all_texts: list[str] = []
     all_vecs: list[np.ndarray] = []
@@ -237,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             for lbl, model in (contenders if k % 2 == 0 else contenders[::-1]):
                 c0, t0 = time.process_time(), time.perf_counter()
                 if model is None:
-                    v, stats = embed.embed_texts(part, ref, device=device, batch_size=batch_size, threads=threads,
-                                                 log_every=0, batch_tokens=args.batch_tokens, precision=ours_runs[lbl])
+                    v, stats = embedding.embed_texts(part, ref, device=device, batch_size=batch_size, threads=threads,
+                                                     log_every=0, batch_tokens=args.batch_tokens, precision=ours_runs[lbl])
                     if lbl == "ours":
                         for key in agg:
                             agg[key] += stats[key]
@@ -307,15 +310,15 @@ def main(argv: list[str] | None = None) -> int:
                 if t not in uniq:
                     uniq[t] = pool[i % len(pool)]
             texts = list(uniq)
-            cache = embed.EmbeddingCache(storage, ref)
-            (_, t_add) = timed(lambda: cache.add([embed.text_key(ref, t) for t in texts], texts, np.stack(list(uniq.values()))))
-            embed._TABLES.clear()
-            embed._PARTS.clear()
-            cold, t_cold = timed(lambda: embed.embed_new(texts, storage, settings))
-            warm_r, t_warm = timed(lambda: embed.embed_new(texts, storage, settings))
-            vecs, t_load = timed(lambda: embed.load_vectors(texts, storage, settings))
+            cache = embedding.EmbeddingCache(storage, ref)
+            (_, t_add) = timed(lambda: cache.add([embedding.text_key(ref, t) for t in texts], texts, np.stack(list(uniq.values()))))
+            embedding_cache._TABLES.clear()
+            embedding_cache._PARTS.clear()
+            cold, t_cold = timed(lambda: embedding.embed_new(texts, storage, settings))
+            warm_r, t_warm = timed(lambda: embedding.embed_new(texts, storage, settings))
+            vecs, t_load = timed(lambda: embedding.load_vectors(texts, storage, settings))
             assert cold["new"] == 0 and warm_r["new"] == 0 and vecs.shape[0] == len(texts)
-            keys = [embed.text_key(ref, t) for t in texts]
+            keys = [embedding.text_key(ref, t) for t in texts]
             hit, t_lookup = timed(lambda: cache.lookup(keys))
             result["cache_hit"] = {
                 "texts": len(texts),

@@ -146,24 +146,26 @@ def _logreg(train: pd.DataFrame, cols: list[str], seed: int):
 # one day
 # ------------------------------------------------------------------------------------------------
 def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int, seed: int, ablations: bool) -> dict[str, Any]:
-    from purchasing_power.evaluate import (
+    from purchasing_power.metrics import (
         bootstrap_indices,
         bootstrap_metrics,
         purchase_point_metrics,
         spend_point_metrics,
     )
     from purchasing_power.features import build_labels
-    from purchasing_power.gate import DECISION_FILE, deployed_bundle
-    from purchasing_power.model import BASELINE_P, BASELINE_SPEND, fit_past_spend, fit_purchase_model, fit_spend_model
-    from purchasing_power.publish import METRICS_FILE, PREDICTIONS_FILE
-    from purchasing_power.storage import Storage
-    from purchasing_power.train import CANDIDATE_DEPLOY, TRAINING_INFO, Context, anchor_for, load_bundle
+    from purchasing_power.calendar import anchor_for
+    from purchasing_power.gate import deployed_bundle
+    from purchasing_power.history import RunData
+    from purchasing_power.model import fit_past_spend, fit_purchase_model, fit_spend_model, load_bundle
+    from purchasing_power.schemas import BASELINE_P, BASELINE_SPEND
+    from purchasing_power.storage import CANDIDATE_DEPLOY, DECISION_FILE, METRICS_FILE, PREDICTIONS_FILE, TRAINING_INFO, Storage
+    from purchasing_power.train import training_table
 
     s = settings
     out_store = Storage.at(s.storage)
     pred = out_store.read_parquet(out_store.path("predictions", day, PREDICTIONS_FILE)).set_index("customer_id")
-    ctx = Context.load(s, day)
-    feats = ctx.features(day)
+    data = RunData.load(s, day)
+    feats = data.features(day)
     if not pred.index.equals(feats.index):
         raise AssertionError(f"{day}: predictions and features cover different customers")
     customers = feats.index
@@ -172,23 +174,23 @@ def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int,
     y_s = lab["spend"].to_numpy()
 
     anchor = anchor_for(s, day)
-    training = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, TRAINING_INFO))
-    decision = ctx.ws.work.read_json(ctx.ws.work.path("models", anchor, DECISION_FILE))
+    training = data.ws.per_source.read_json(data.ws.per_source.path("models", anchor, TRAINING_INFO))
+    decision = data.ws.per_source.read_json(data.ws.per_source.path("models", anchor, DECISION_FILE))
     deployed = training.get("deployed") or {}
     p_snaps = [date.fromisoformat(d) for d in deployed.get("purchase_snapshots", [])]
     s_snaps = [date.fromisoformat(d) for d in deployed.get("spend_snapshots", [])]
     t0 = time.perf_counter()
-    ptab = ctx.training_table(p_snaps, anchor) if p_snaps else pd.DataFrame()
-    stab = ctx.training_table(s_snaps, anchor) if s_snaps else pd.DataFrame()
-    cand_path = ctx.ws.work.path("models", anchor, CANDIDATE_DEPLOY)
-    candidate = load_bundle(ctx.ws, cand_path) if ctx.ws.work.exists(cand_path) else None
+    ptab = training_table(data, p_snaps, anchor) if p_snaps else pd.DataFrame()
+    stab = training_table(data, s_snaps, anchor) if s_snaps else pd.DataFrame()
+    cand_path = data.ws.per_source.path("models", anchor, CANDIDATE_DEPLOY)
+    candidate = load_bundle(cand_path) if data.ws.per_source.exists(cand_path) else None
 
     purchase = {
         "champion": pred["p_purchase_30d"].to_numpy(),
         "bgnbd": np.nan_to_num(feats[BASELINE_P].to_numpy(dtype=np.float64)),
         "bgnbd_expected": np.nan_to_num(feats["bgnbd_expected_purchases"].to_numpy(dtype=np.float64)),
     }
-    deployed = deployed_bundle(ctx, decision)
+    deployed = deployed_bundle(decision)
     if deployed.purchase is not None:  # what scoring gives without the daily recalibration
         purchase["champion_fit_calibration"] = deployed.predict(feats)[0]
     if candidate is not None:
@@ -283,7 +285,7 @@ def _shift(day: date, days: int) -> str:
 # summaries
 # ------------------------------------------------------------------------------------------------
 def summarise(boot: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    from purchasing_power.evaluate import interval
+    from purchasing_power.metrics import interval
 
     out = {}
     for name, metrics in boot.items():
@@ -297,7 +299,7 @@ def summarise(boot: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def average(days: list[dict[str, Any]], block: str) -> dict[str, dict[str, Any]]:
     """Mean over the days of each contender's metrics; the interval of the mean combines the
     days' bootstrap resamples (independent across days)."""
-    from purchasing_power.evaluate import interval
+    from purchasing_power.metrics import interval
 
     names = [n for n in days[0]["_boot"][block] if all(n in d["_boot"][block] for d in days)]
     out = {}
@@ -314,7 +316,7 @@ def average(days: list[dict[str, Any]], block: str) -> dict[str, dict[str, Any]]
 def paired_difference(days: list[dict[str, Any]], block: str, a: str, b: str | list[str], metric: str) -> dict[str, Any]:
     """Average over days of metric(a) - metric(b) (b: one contender, or the better of several per
     resample), with the paired-bootstrap interval."""
-    from purchasing_power.evaluate import interval
+    from purchasing_power.metrics import interval
 
     def best_of(d: dict[str, Any], key: str) -> np.ndarray | float:
         names = [b] if isinstance(b, str) else b
@@ -513,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--storage must lie outside the repository, got {storage}", file=sys.stderr)
         return 2
     os.environ["PURCHASING_POWER_STORAGE"] = storage
-    from purchasing_power.clean import load_clean_history
+    from purchasing_power.history import load_clean_history
     from purchasing_power.pipeline import run_stage
     from purchasing_power.settings import Settings
 

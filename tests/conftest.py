@@ -17,10 +17,15 @@ os.environ.setdefault("PURCHASING_POWER_CACHE", str(Path(os.environ.get("TMPDIR"
 INCLUDE = str(Path(__file__).resolve().parents[1] / "include")
 if INCLUDE not in sys.path:
     sys.path.insert(0, INCLUDE)
+# the development tools (metadb, localairflow, airflow_rest) are top-level modules in tools/
+TOOLS = str(Path(__file__).resolve().parents[1] / "tools")
+if TOOLS not in sys.path:
+    sys.path.append(TOOLS)
 
 import pandas as pd  # noqa: E402
 
-from purchasing_power.settings import CANONICAL_COLUMNS, Settings  # noqa: E402
+from purchasing_power.schemas import CANONICAL_COLUMNS  # noqa: E402
+from purchasing_power.settings import Settings  # noqa: E402
 
 #: The tiny raw frame's rows (InvoiceDate as text, as a CSV or a sloppy Parquet source has it)
 #: and, per row, what clean must do with it.
@@ -81,9 +86,9 @@ def make_raw_fixture() -> Callable[[list[tuple]], pd.DataFrame]:
 def as_raw_partition() -> Callable[[pd.DataFrame], pd.DataFrame]:
     """Turn a source-like frame into what a raw partition holds (parsed dates, *_raw columns),
     i.e. the input of ``clean_frame``."""
-    from purchasing_power.extract import _normalise_raw_dtypes
+    from purchasing_power.extract import normalise_raw_dtypes
 
-    return _normalise_raw_dtypes
+    return normalise_raw_dtypes
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import json
 import sys
 from datetime import date, timedelta
 
-from purchasing_power.publish import metrics_path, predictions_path
+from purchasing_power.schemas import TIERS
 from purchasing_power.settings import Settings
-from purchasing_power.storage import Storage
+from purchasing_power.storage import Storage, metrics_path, predictions_path
 
 
 def summary(day: date, settings: Settings | None = None) -> str:
@@ -26,7 +26,7 @@ def summary(day: date, settings: Settings | None = None) -> str:
         f"metrics     : {met}",
         f"as of       : {day} (end of day)",
         f"customers   : {len(df):,}",
-        "tiers       : " + ", ".join(f"{t}={int((df['tier'] == t).sum()):,}" for t in ("high", "medium", "low")),
+        "tiers       : " + ", ".join(f"{t}={int((df['tier'] == t).sum()):,}" for t in TIERS),
         f"model       : {m.get('model_version')}",
         f"gate        : {gate.get('status')} (anchor {gate.get('anchor')}, promoted={gate.get('promoted')})",
     ]

@@ -26,6 +26,8 @@ import time
 
 from airflow.executors.local_executor import LocalExecutor
 
+from purchasing_power.stages import EXTRA_STAGES, STAGES
+
 log = logging.getLogger(__name__)
 
 #: What the tasks import (the stage modules and, lazily, the libraries below).
@@ -57,18 +59,9 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "airflow.providers.standard.decorators.python",
     "airflow.providers.standard.operators.python",
     "jsonschema",
-    "purchasing_power.extract",
-    "purchasing_power.clean",
-    "purchasing_power.embed",
-    "purchasing_power.features",
-    "purchasing_power.btyd",
-    "purchasing_power.model",
-    "purchasing_power.train",
-    "purchasing_power.gate",
-    "purchasing_power.score",
-    "purchasing_power.publish",
-    "purchasing_power.report",
     "purchasing_power.pipeline",
+    # the stage modules, and through them the whole library
+    *sorted({target.split(":")[0] for target in (*STAGES.values(), *EXTRA_STAGES.values())}),
 )
 
 

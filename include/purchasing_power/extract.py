@@ -1,77 +1,26 @@
-"""Extract: read the transaction source, map it onto the canonical schema, and write one raw
-partition per invoice day.
-
-A run for day D writes ``raw/ds=D`` (always, so a rerun picks up late corrections of that day)
-and every earlier day that has no raw partition yet ("history not yet extracted"). Earlier
-partitions that exist are left alone, which keeps a backfill cheap and makes the history a run
-sees independent of the order in which runs happen.
+"""Reading a transaction source: map it onto the canonical schema, normalise its types, and
+stage it once per version so that a day's extract reads only its own rows.
 
 The source file is read and normalised once per *version* (its size and modification time, or
 ETag on object storage) into ``staged/`` (``stage_source``); an extract of an unchanged source
 then reads only the days it writes. A corrected or replaced source file is a new version.
-
-Rows whose InvoiceDate cannot be parsed belong to no day: each run D puts them into its own
-raw partition so that the clean stage quarantines them, with their reason, in ``quarantine/ds=D``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.errors import InputError
-from purchasing_power.settings import CANONICAL_COLUMNS, ONLINE_RETAIL_II_MAP, Settings
-from purchasing_power.storage import Storage, filesystem_for
+from purchasing_power.errors import SourceError
+from purchasing_power.schemas import CANONICAL_COLUMNS, ONLINE_RETAIL_II_MAP, raw_schema
+from purchasing_power.settings import Settings
+from purchasing_power.storage import STAGED_DATED, STAGED_INDEX, STAGED_UNDATED, Workspace, filesystem_for, strip_conn
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-RAW_FILE = "raw.parquet"
-
-
-def raw_schema():
-    """Arrow schema of raw partitions (canonical names; *_raw keep unparseable originals)."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("InvoiceNo", pa.string()),
-            ("StockCode", pa.string()),
-            ("Description", pa.string()),
-            ("Country", pa.string()),
-            ("Quantity", pa.float64()),
-            ("Quantity_raw", pa.string()),
-            ("UnitPrice", pa.float64()),
-            ("UnitPrice_raw", pa.string()),
-            ("CustomerID", pa.float64()),
-            ("CustomerID_raw", pa.string()),
-            ("InvoiceDate", pa.timestamp("ns")),
-            ("InvoiceDate_raw", pa.string()),
-        ]
-    )
-
-
-class SourceError(InputError):
-    """The source cannot be used as it is; the message names the file and the column."""
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where a settings object's data lives: user-facing outputs at the storage root,
-    source-derived intermediates under ``sources/<source_id>`` so two sources never mix."""
-
-    out: Storage
-    work: Storage
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> Workspace:
-        out = Storage.at(settings.storage)
-        return cls(out=out, work=Storage.at(f"{out.root}/sources/{settings.source_id}"))
-
 
 def read_source(source: str, column_map: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a Parquet or CSV transaction file (path or fsspec URI) and return it with the
@@ -138,7 +87,7 @@ def parse_invoice_dates(values: pd.Series) -> pd.Series:
     return out.astype("datetime64[ns]")
 
 
-def _normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+def normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     """Give raw partitions one stable schema: text columns as strings, numbers as float64
     (unparseable numbers become NaN and are quarantined by clean with the original text)."""
     import pandas as pd
@@ -185,10 +134,11 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
 
     source = settings.resolved_source
     version = source_version(source)
-    index_path = ws.work.path("staged", None, f"{version}-index.json")
-    if ws.work.exists(index_path):
-        return ws.work.read_json(index_path)
-    df = _normalise_raw_dtypes(read_source(source, settings.column_map))
+    store = ws.per_source
+    index_path = store.path("staged", None, STAGED_INDEX.format(version=version))
+    if store.exists(index_path):
+        return store.read_json(index_path)
+    df = normalise_raw_dtypes(read_source(source, settings.column_map))
     if len(df) == 0:
         raise SourceError(f"source {source} has no rows")
     undated = df["InvoiceDate"].isna()
@@ -197,14 +147,14 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
     dated = dated.iloc[days.argsort(kind="stable")]
     schema = raw_schema()
     paths = {
-        "dated_path": ws.work.path("staged", None, f"{version}-dated.parquet"),
-        "undated_path": ws.work.path("staged", None, f"{version}-undated.parquet"),
+        "dated_path": store.path("staged", None, STAGED_DATED.format(version=version)),
+        "undated_path": store.path("staged", None, STAGED_UNDATED.format(version=version)),
     }
     for name, part in (("dated_path", dated), ("undated_path", df[undated])):
         table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False, schema=schema).replace_schema_metadata(None)
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd", row_group_size=STAGED_ROW_GROUP, write_statistics=True)
-        ws.work.write_bytes(paths[name], buf.getvalue().to_pybytes())
+        store.write_bytes(paths[name], buf.getvalue().to_pybytes())
     counts = days.dt.date.value_counts().sort_index()
     index = {
         "source": source,
@@ -214,12 +164,14 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
         "days": {d.isoformat(): int(n) for d, n in counts.items()},
         **paths,
     }
-    for old in ws.work.fs.glob(ws.work.path("staged", None, "*-index.json")):  # earlier versions
-        if not old.endswith(f"{version}-index.json"):
-            prefix = old[: -len("-index.json")]
-            for suffix in ("-dated.parquet", "-undated.parquet", "-index.json"):
-                ws.work.fs.rm(prefix + suffix) if ws.work.fs.exists(prefix + suffix) else None
-    ws.work.write_json(index, index_path)  # last: the index commits the staged copy
+    current = STAGED_INDEX.format(version=version)
+    for old in store.fs.glob(store.path("staged", None, STAGED_INDEX.format(version="*"))):  # earlier versions
+        if not old.endswith(current):
+            prefix = old[: -len(STAGED_INDEX.format(version=""))]
+            for name in (STAGED_DATED, STAGED_UNDATED, STAGED_INDEX):
+                path = prefix + name.format(version="")
+                store.fs.rm(path) if store.fs.exists(path) else None
+    store.write_json(index, index_path)  # last: the index commits the staged copy
     log.info("staged %s (version %s): %d rows, %d days", source, version, len(df), len(counts))
     return index
 
@@ -229,65 +181,10 @@ def read_staged(index: dict[str, Any], first: date, last: date) -> pd.DataFrame:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from purchasing_power.storage import _strip_conn
-
     lo, hi = pd.Timestamp(first), pd.Timestamp(last) + pd.Timedelta(days=1)
     path = index["dated_path"]
     filters = [("InvoiceDate", ">=", lo), ("InvoiceDate", "<", hi)]
     if "://" not in path:
         return pq.read_table(path, filters=filters).to_pandas()
-    with filesystem_for(path).open(_strip_conn(path), "rb") as fh:
+    with filesystem_for(path).open(strip_conn(path), "rb") as fh:
         return pq.read_table(fh, filters=filters).to_pandas()
-
-
-def extract_day(settings: Settings, day: date) -> dict[str, Any]:
-    """Extract the run's day and any history not yet extracted. Returns a JSON-able report."""
-    import pandas as pd
-
-    from purchasing_power.storage import read_parquet
-
-    ws = Workspace.for_settings(settings)
-    source = settings.resolved_source
-    index = stage_source(settings, ws)
-    counts = {date.fromisoformat(k): v for k, v in index["days"].items()}
-    up_to = {d: n for d, n in counts.items() if d <= day}
-    if not up_to:
-        first = min(counts) if counts else None
-        raise SourceError(
-            f"source {source} has no dated rows on or before {day} (its first InvoiceDate is {first}): "
-            "nothing to predict from; run a later day"
-        )
-    first_day = min(up_to)
-    existing = set(ws.work.list_days("raw", RAW_FILE))
-    todo = [first_day + timedelta(days=i) for i in range((day - first_day).days + 1)]
-    todo = [d for d in todo if d == day or d not in existing]
-    rows = read_staged(index, todo[0], day)
-    groups = {d.date(): g for d, g in rows.groupby(rows["InvoiceDate"].dt.normalize(), sort=True)}
-    undated = read_parquet(index["undated_path"]) if index["undated"] else rows.iloc[0:0]
-    schema = raw_schema()
-    written: list[str] = []
-    for d in todo:
-        part = groups.get(d, rows.iloc[0:0])
-        if d == day:
-            part = pd.concat([part, undated])
-        ws.work.write_parquet(part.reset_index(drop=True), ws.work.path("raw", d, RAW_FILE), schema=schema)
-        written.append(d.isoformat())
-
-    report = {
-        "day": day.isoformat(),
-        "source": source,
-        "source_id": settings.source_id,
-        "source_version": index["version"],
-        "rows_in_source": index["rows"],
-        "rows_up_to_day": int(sum(up_to.values())),
-        "rows_of_day": int(counts.get(day, 0)),
-        "rows_undated": index["undated"],
-        "rows_after_day": int(sum(n for d, n in counts.items() if d > day)),
-        "partitions_written": len(written),
-        "first_day": first_day.isoformat(),
-        "raw_path": ws.work.path("raw", day, RAW_FILE),
-    }
-    if report["rows_of_day"] == 0:
-        log.warning("source %s has no rows dated %s (empty day); predictions still cover all customers", source, day)
-    log.info("extract %s: %s", day, report)
-    return report

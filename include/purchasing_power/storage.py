@@ -1,4 +1,5 @@
-"""Storage: the one place that turns (dataset, day) into a path, and atomic Parquet/JSON I/O.
+"""Storage: the one place that turns (dataset, day) into a path, names every artefact, and does
+atomic Parquet/JSON I/O.
 
 Every intermediate and output of the pipeline is a single file inside a day partition::
 
@@ -12,20 +13,23 @@ mid-write never leaves a partial partition behind and its retry simply overwrite
 
 from __future__ import annotations
 
-import re
-
 import functools
 import io
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from purchasing_power.calendar import parse_day
+
 if TYPE_CHECKING:  # pragma: no cover
     import fsspec
     import pandas as pd
+
+    from purchasing_power.settings import Settings
 
 #: Datasets the pipeline knows. Anything else is a programming error, caught early.
 DATASETS = frozenset(
@@ -48,15 +52,27 @@ DATASETS = frozenset(
     }
 )
 
-
-_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def parse_day(value: str) -> date:
-    """Strict ``YYYY-MM-DD`` (``date.fromisoformat`` also takes ``20110831`` and week dates)."""
-    if not isinstance(value, str) or not _DAY_RE.fullmatch(value):
-        raise ValueError(f"day must be YYYY-MM-DD, got {value!r}")
-    return date.fromisoformat(value)
+#: File names inside the partitions, one definition each.
+STAGED_INDEX = "{version}-index.json"  # staged/: the index that commits a staged source version
+STAGED_DATED = "{version}-dated.parquet"  # staged/: its rows with an InvoiceDate, in day order
+STAGED_UNDATED = "{version}-undated.parquet"  # staged/: its rows without one
+RAW_FILE = "raw.parquet"  # raw/ds=D
+CLEAN_FILE = "clean.parquet"  # clean/ds=D
+QUARANTINE_FILE = "quarantine.parquet"  # quarantine/ds=D
+FEATURES_FILE = "features-{text_key}.parquet"  # features/ds=D, per text-vector source
+SHARD_FILE = "shard-{:04d}.parquet"  # embed_shards/ds=D
+TRAINING_INFO = "training.json"  # models/ds=A: what the anchor's fits used
+CANDIDATE_HOLDOUT = "candidate_holdout.pkl"  # models/ds=A: the candidate the gate judges
+CANDIDATE_DEPLOY = "candidate.pkl"  # models/ds=A: the candidate deployed when promoted
+CHAMPION_FILE = "champion.json"  # models/ds=A: what A deploys when judged against the baselines only
+DECISION_FILE = "decision.json"  # models/ds=A: the gate's decision
+EVALUATION_FILE = "evaluation.json"  # evaluation/ds=A: contenders' metrics, champion included
+BASELINE_EVALUATION_FILE = "evaluation_baselines.json"  # evaluation/ds=A: without the champion
+EVALUATION_SCORES_FILE = "evaluation_scores.parquet"  # evaluation/ds=A: per-customer contender scores
+PREDICTIONS_FILE = "predictions.parquet"  # scores/ds=D (staged) and predictions/ds=D (published)
+METRICS_FILE = "metrics.json"  # metrics/ds=D
+REPORT_FILE = "report.json"  # metrics/ds=D: the UI page's curves
+STAGE_REPORT = "{stage}.json"  # runs/ds=D: each task's report
 
 
 def partition_path(root: str, dataset: str, day: date | str | None = None, name: str | None = None) -> str:
@@ -77,6 +93,22 @@ def partition_path(root: str, dataset: str, day: date | str | None = None, name:
             raise ValueError(f"file name must be a plain name, got {name!r}")
         parts.append(name)
     return "/".join(parts)
+
+
+def predictions_path(storage: Storage, day: date) -> str:
+    return storage.path("predictions", day, PREDICTIONS_FILE)
+
+
+def metrics_path(storage: Storage, day: date) -> str:
+    return storage.path("metrics", day, METRICS_FILE)
+
+
+def report_path(storage: Storage, day: date) -> str:
+    return storage.path("metrics", day, REPORT_FILE)
+
+
+def stage_report_path(storage: Storage, day: date, stage: str) -> str:
+    return storage.path("runs", day, STAGE_REPORT.format(stage=stage))
 
 
 @dataclass(frozen=True)
@@ -156,7 +188,7 @@ class Storage:
         if not paths:
             raise ValueError("no files to read")
         fs = None if "://" not in paths[0] else self.fs
-        files = paths if fs is None else [_strip_conn(p) for p in paths]
+        files = paths if fs is None else [strip_conn(p) for p in paths]
         try:
             return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns).to_pandas()
         except Exception as exc:
@@ -165,6 +197,24 @@ class Storage:
     def read_json(self, path: str) -> Any:
         with filesystem_for(path).open(path, "rb") as fh:
             return json.load(fh)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a settings object's data lives.
+
+    ``root``: the storage root, shared by every source: published predictions and metrics,
+    quarantine, staged scores, stage reports and the embedding cache.
+    ``per_source``: ``{root}/sources/<source_id>``, what is derived from one source (staged copy,
+    raw, clean, features, models, evaluations), so two sources never mix."""
+
+    root: Storage
+    per_source: Storage
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Workspace:
+        root = Storage.at(settings.storage)
+        return cls(root=root, per_source=Storage.at(f"{root.root}/sources/{settings.source_id}"))
 
 
 #: ``conn_id@scheme://rest``: the connection written before the scheme (the README's form).
@@ -220,7 +270,7 @@ def _connection_fs_class() -> type:
 
         def _join(self, path):  # type: ignore[override]
             if isinstance(path, str):
-                return _strip_conn(path)
+                return strip_conn(path)
             if isinstance(path, dict):
                 return {self._join(k): v for k, v in path.items()}
             return [self._join(p) for p in path]
@@ -228,7 +278,7 @@ def _connection_fs_class() -> type:
     return ConnectionFileSystem
 
 
-def _strip_conn(uri: str) -> str:
+def strip_conn(uri: str) -> str:
     uri = normalise_uri(uri)
     if "://" in uri:
         scheme, rest = uri.split("://", 1)
@@ -242,7 +292,7 @@ def _strip_conn(uri: str) -> str:
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
     fs = filesystem_for(path)
-    target = _strip_conn(path)
+    target = strip_conn(path)
     if "://" not in path or path.startswith("file://"):
         local = target.removeprefix("file://")
         os.makedirs(os.path.dirname(local), exist_ok=True)
@@ -266,7 +316,7 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     try:
         if "://" not in path:  # local: let Arrow read the file directly (2x faster than via fsspec)
             return pq.read_table(path, columns=columns).to_pandas()
-        with filesystem_for(path).open(_strip_conn(path), "rb") as fh:
+        with filesystem_for(path).open(strip_conn(path), "rb") as fh:
             return pq.read_table(fh, columns=columns).to_pandas()
     except FileNotFoundError:
         raise

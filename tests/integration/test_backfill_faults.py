@@ -1,6 +1,6 @@
 """A real backfill under the scheduler, with faults injected, ends equal to a clean run.
 
-No mocks: a private Airflow (``purchasing_power.localairflow``: embedded PostgreSQL, scheduler
+No mocks: a private Airflow (``tools/localairflow.py``: embedded PostgreSQL, scheduler
 with the preloading LocalExecutor, dag-processor, api-server) backfills 10 days of a small demo
 source written as CSV with a corrupt day in it. Faults:
 
@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 FIRST, LAST = date(2024, 6, 21), date(2024, 6, 30)  # logical dates: days 06-20 .. 06-29
@@ -78,13 +78,15 @@ class Killer(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
+        from airflow_rest import parse_time
+        from localairflow import DAG_ID
+
         while not self.stop.is_set() and self.killed is None:
-            rows = self.la.query(
-                "select run_id, pid, start_date from task_instance where task_id = :t and state = 'running' "
-                "and pid is not null and start_date < now() - interval '1 second'",
-                t=self.task_id,
-            )
-            for run_id, pid, _ in rows:
+            running = self.la.api.task_instances(DAG_ID, task_id=self.task_id, state="running")
+            since = datetime.now(timezone.utc) - timedelta(seconds=1)
+            rows = [(t["dag_run_id"], t["pid"]) for t in running
+                    if t["pid"] is not None and t["start_date"] and parse_time(t["start_date"]) < since]
+            for run_id, pid in rows:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -103,7 +105,7 @@ def _published(root: Path, day: date) -> dict[str, bytes]:
 def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path):
     import pandas as pd
 
-    from purchasing_power.localairflow import LocalAirflow
+    from localairflow import DAG_ID, LocalAirflow
 
     source = tmp_path / "source" / "transactions.csv"
     expected = _write_source(source)
@@ -130,7 +132,7 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         # day's train fitted and gated the same anchor during the retry delay
         assert killer.killed is not None, "no train task was seen running long enough to be killed"
         run_id = killer.killed[0]
-        train = la.query("select state, try_number from task_instance where run_id = :r and task_id = 'train'", r=run_id)
+        train = [(t["state"], t["try_number"]) for t in la.api.task_instances(DAG_ID, run_id, task_id="train")]
         assert len(train) == 1 and train[0][0] in ("success", "skipped") and train[0][1] == 2, train
         # no partial file anywhere: every Parquet file the backfill left reads (temp files are hidden)
         for p in storage.rglob("*.parquet"):
@@ -141,8 +143,7 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         source.write_bytes(b"PAR1\x00\x00garbage" * 10)
         bad_bf = la.backfill(EXTRA, EXTRA)
         assert la.wait_backfill(bad_bf, 1, TIMEOUT_S) == {EXTRA.isoformat(): "failed"}
-        ext = la.query("select ti.state, ti.try_number from task_instance ti join dag_run dr on dr.run_id = ti.run_id "
-                       "where dr.backfill_id = :b and ti.task_id = 'extract'", b=bad_bf)
+        ext = [(t["state"], t["try_number"]) for t in la.task_instances(bad_bf) if t["task_id"] == "extract"]
         assert ext == [("failed", 1)], ext
         logs = list((tmp_path / "airflow" / "logs").glob("dag_id=*/run_id=backfill__2024-07-01*/task_id=extract/attempt=1.log"))
         assert logs, "no extract log for the corrupt-source run"

@@ -124,14 +124,14 @@ class Services:
         return "\n".join(lines[-n:])
 
     def stop(self) -> None:
-        from purchasing_power.localairflow import stop_sessions
+        from localairflow import stop_sessions
 
         # The worker first: it is the one that may have task processes running.
         stop_sessions([self.procs[n] for n in sorted(self.procs, key=lambda n: n != "celery-worker")])
 
 
 def _wait(what: str, check, timeout: float, services: Services, poll: float = 2.0):
-    from purchasing_power.localairflow import AirflowError, wait_until
+    from localairflow import AirflowError, wait_until
 
     try:
         return wait_until(what, check, timeout, poll, alive=services.check_alive,

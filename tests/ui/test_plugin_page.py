@@ -255,7 +255,7 @@ def test_realised_window_of_published_predictions(session, demo):
     import pandas as pd
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from purchasing_power.clean import load_clean_history
+    from purchasing_power.history import load_clean_history
 
     pred = pd.read_parquet(demo.storage / "predictions" / f"ds={D_PREV}" / "predictions.parquet")
     tx = load_clean_history(demo.settings(), DAY)
@@ -289,7 +289,7 @@ def test_predictions_tiers_and_spend_distribution(session, demo):
     import numpy as np
     import pandas as pd
 
-    from purchasing_power.report import SPEND_EDGES
+    from purchasing_power.ui.page_data import SPEND_EDGES
 
     page = open_day(session)
     pred = pd.read_parquet(demo.storage / "predictions" / f"ds={DAY}" / "predictions.parquet")

@@ -1,6 +1,6 @@
 """Fast tests of what the page is built from (no pipeline, no browser): the curve maths against
-scikit-learn and ``purchasing_power.evaluate``, the page data and its file-stamp cache, the
-rendered HTML, and the plugin's app served by uvicorn on loopback."""
+scikit-learn and ``purchasing_power.metrics``, the page data and its file-stamp cache, the
+rendered HTML, the plugin's registration, and the page's app served by uvicorn on loopback."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ import pandas as pd
 import pytest
 
 from purchasing_power import report
-from purchasing_power.evaluate import expected_calibration_error, lift_at, purchase_metrics
+from purchasing_power.metrics import expected_calibration_error, lift_at, purchase_metrics
+from purchasing_power.ui.page_data import SPEND_EDGES, clear_cache, page_data
+from purchasing_power.ui.render import render_page
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_FILE = ROOT / "plugins" / "purchasing_power_ui.py"
@@ -136,13 +138,13 @@ def test_page_data_summarises_storage(tmp_path):
     q_old = root / "quarantine" / f"ds={DAY - timedelta(days=40)}"  # outside the 30-day window
     q_old.mkdir(parents=True)
     pd.DataFrame({"reason": ["zero_quantity"], "detail": ["x"]}).to_parquet(q_old / "quarantine.parquet", index=False)
-    report.clear_cache()
-    d = report.page_data(str(root))
+    clear_cache()
+    d = page_data(str(root))
     assert d["as_of"] == DAY.isoformat() and d["days"][0] == DAY.isoformat()
     assert [h["day"] for h in d["history"]] == [(DAY - timedelta(days=1)).isoformat(), DAY.isoformat()]
     assert [h["purchase"]["candidate"]["roc_auc"] for h in d["history"]] == [0.75, 0.81]
     assert d["predictions"]["tiers"]["medium"]["n"] == 2
-    assert d["predictions"]["spend_hist"]["counts"]["high"][report.SPEND_EDGES.index(2500.0)] == 1
+    assert d["predictions"]["spend_hist"]["counts"]["high"][SPEND_EDGES.index(2500.0)] == 1
     assert d["predictions"]["spend_hist"]["counts"]["low"][:2] == [2, 1]  # 0 and 5 in [0, 10); 12 in [10, 25)
     assert d["quarantine"]["day"] == {"missing_customer": 2}
     # quarantine partitions belong to the storage root: D, D-1 and D-2 count, D-40 is outside the window
@@ -150,32 +152,31 @@ def test_page_data_summarises_storage(tmp_path):
     assert d["embedding"]["run"]["hit_rate"] == pytest.approx(0.6)
     assert d["report"] is None
     with pytest.raises(LookupError):
-        report.page_data(str(root), date(2001, 1, 1))
+        page_data(str(root), date(2001, 1, 1))
     with pytest.raises(LookupError):
-        report.page_data(str(tmp_path / "empty"))
+        page_data(str(tmp_path / "empty"))
 
 
 def test_page_data_cache_follows_file_changes(tmp_path):
     root = tmp_path / "data"
     write_day(root, DAY)
-    report.clear_cache()
-    first = report.page_data(str(root))
-    again = report.page_data(str(root))
+    clear_cache()
+    first = page_data(str(root))
+    again = page_data(str(root))
     assert again["predictions"] is first["predictions"]  # parsed once
     path = root / "metrics" / f"ds={DAY}" / "metrics.json"
     m = json.loads(path.read_text())
     m["gate"]["status"] = "promoted"
     path.write_text(json.dumps(m) + " ")  # new size and mtime
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert report.page_data(str(root))["gate"]["status"] == "promoted"
+    assert page_data(str(root))["gate"]["status"] == "promoted"
 
 
 def test_rendered_page_without_report(tmp_path):
     root = tmp_path / "data"
     m = write_day(root, DAY, embed={"day": DAY.isoformat(), "skipped": "use_text is off"})
-    report.clear_cache()
-    ui = load_plugin()
-    html = ui.render_page(report.page_data(str(root)))
+    clear_cache()
+    html = render_page(page_data(str(root)))
     assert 'data-testid="report-missing"' in html and 'data-testid="embed-skipped"' in html
     assert f'data-status="{m["gate"]["status"]}"' in html
     assert 'data-chart="history"' in html and 'data-chart="tiers"' in html and 'data-chart="quarantine"' in html
@@ -183,7 +184,7 @@ def test_rendered_page_without_report(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# the plugin: registration and the app served by uvicorn
+# the plugin's registration, and the app served by uvicorn
 # ---------------------------------------------------------------------------------------------
 def test_plugin_declares_app_and_view():
     ui = load_plugin()
@@ -195,6 +196,21 @@ def test_plugin_declares_app_and_view():
     assert view["href"].endswith("/purchasing-power/") and view["url_route"] == "purchasing-power"
 
 
+def test_plugin_import_is_light():
+    """Every Airflow component imports the plugin: that must not load pandas, numpy or FastAPI."""
+    heavy = ("pandas", "numpy", "pyarrow", "fastapi", "purchasing_power.ui.render")
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('purchasing_power_ui', {str(PLUGIN_FILE)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
 def test_standalone_server_on_loopback(tmp_path):
     root = tmp_path / "data"
     write_day(root, DAY)
@@ -202,7 +218,7 @@ def test_standalone_server_on_loopback(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "include"))
-    proc = subprocess.Popen([sys.executable, str(PLUGIN_FILE), "--storage", str(root), "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "purchasing_power.ui", "--storage", str(root), "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/purchasing-power"
     try:
@@ -231,25 +247,18 @@ def test_standalone_server_on_loopback(tmp_path):
         proc.wait(timeout=30)
 
 
-def test_report_day_stage_writes_report_json(tmp_path, monkeypatch):
+def test_report_day_stage_writes_report_json(tmp_path):
     """The stage form writes metrics/ds=D/report.json and summarises it; a window that cannot be
     computed is reported in ``errors`` instead of failing the run."""
     from purchasing_power.settings import Settings
 
     root = tmp_path / "data"
     write_day(root, DAY)
-    monkeypatch.setattr("purchasing_power.train.Context.load", classmethod(lambda cls, s, d: _NoHistory()))
     out = report.report_day(Settings(storage=str(root), source="src.parquet"), DAY)
     assert out["report_path"].endswith(f"metrics/ds={DAY}/report.json")
     written = json.loads(Path(out["report_path"]).read_text())
     assert written["as_of"] == DAY.isoformat() and written["windows"] == []
-    # the gate window needs the history and fails; the realised window has no earlier published
-    # day to show (it reads only the outcome window's clean partitions, never the whole history)
-    assert [e.split(":")[0] for e in out["errors"]] == ["evaluation"]
-
-
-class _NoHistory:
-    """A Context whose every lookup fails (no clean history)."""
-
-    def __getattr__(self, name):
-        raise FileNotFoundError("no clean history")
+    # the gate window needs the evaluation scores of its anchor, which nothing stored here; the
+    # realised window has no earlier published day to show (it reads only the outcome window's
+    # clean partitions, never the whole history)
+    assert [e.split(":")[:2] for e in out["errors"]] == [["evaluation", " MissingInput"]]

@@ -91,8 +91,8 @@ BUILD = textwrap.dedent(
     from datetime import date
     from purchasing_power.demo import write_demo_source
     from purchasing_power.pipeline import run_all
-    from purchasing_power.report import report_path, write_report
-    from purchasing_power.storage import Storage
+    from purchasing_power.report import write_report
+    from purchasing_power.storage import Storage, report_path
     from purchasing_power.settings import Settings
     spec = json.loads(sys.argv[1])
     demo = spec["demo"]

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
-from purchasing_power import btyd
 from purchasing_power.btyd import (
     BGNBD,
     GammaGamma,
+    bgnbd,
     bgnbd_gg_expected_spend,
     bgnbd_log_likelihood,
     expected_order_value,
@@ -108,7 +108,7 @@ def test_bgnbd_fit_is_a_likelihood_maximum(bg_data, bg_fit):
     assert ll_fit >= bgnbd_log_likelihood(TRUE_BG, x, tx, T) - 1e-6
     # ... and every start value of the optimiser, by a wide margin
     scale = T.mean()
-    for start in btyd._bgnbd_starts(x, T / scale, np.ones_like(x)):
+    for start in bgnbd._bgnbd_starts(x, T / scale, np.ones_like(x)):
         r0, alpha0, a0, b0 = np.exp(start)
         ll0 = bgnbd_log_likelihood(BGNBD(r0, alpha0 * scale, a0, b0), x, tx, T)
         assert ll_fit > ll0 + 10.0
@@ -154,7 +154,7 @@ def test_bgnbd_analytic_gradient_matches_finite_differences(bg_data):
     args = (x, tx / 200.0, T / 200.0, w, 0.01)
     for z in (np.log([0.3, 0.2, 0.7, 2.0]), np.log([2.0, 1.5, 3.0, 8.0])):
         err = optimize.check_grad(
-            lambda v: btyd._bgnbd_objective(v, *args)[0], lambda v: btyd._bgnbd_objective(v, *args)[1], z
+            lambda v: bgnbd._bgnbd_objective(v, *args)[0], lambda v: bgnbd._bgnbd_objective(v, *args)[1], z
         )
         assert err < 1e-5
 
@@ -229,8 +229,8 @@ def test_expected_purchases_hyp2f1_agrees_with_quadrature():
     for m in (TRUE_BG, BGNBD(0.7, 65.0, 0.09, 4.5), BGNBD(2.0, 10.0, 3.0, 1.5)):
         for t in (1.0, 30.0, 365.0, 5000.0):
             tt = np.full(x.shape, t)
-            hyp = btyd._expected_alive(m, tt, x, T)
-            quad = btyd._expected_alive_quadrature(m, tt, x, T)
+            hyp = bgnbd._expected_alive(m, tt, x, T)
+            quad = bgnbd._expected_alive_quadrature(m, tt, x, T)
             np.testing.assert_allclose(hyp, quad, rtol=1e-7, atol=1e-12)
 
 

@@ -12,7 +12,8 @@ import pytest
 from purchasing_power.demo import write_demo_source
 from purchasing_power.errors import NothingToDo
 from purchasing_power.pipeline import run_all, run_features, settings_for
-from purchasing_power.train import anchor_for, train_day
+from purchasing_power.calendar import anchor_for
+from purchasing_power.stages.train import train_day
 
 DAY = date(2024, 3, 20)
 

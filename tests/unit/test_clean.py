@@ -6,8 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from purchasing_power.clean import CLEAN_COLUMNS, REASONS, clean_frame, normalise_text, normalise_texts
-from purchasing_power.settings import CANONICAL_COLUMNS
+from purchasing_power.clean import clean_frame, normalise_text, normalise_texts
+from purchasing_power.schemas import CANONICAL_COLUMNS, CLEAN_COLUMNS
+from purchasing_power.schemas import QUARANTINE_REASONS as REASONS
 
 GOOD = ("540001", "22423", "REGENCY CAKESTAND 3 TIER", 2, "2011-08-31 12:00:00", 12.75, 14911.0, "EIRE")
 

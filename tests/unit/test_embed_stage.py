@@ -7,7 +7,7 @@ import json
 from datetime import date
 from pathlib import Path
 
-from purchasing_power import embed
+from purchasing_power import embedding
 from purchasing_power.pipeline import run_embed_plan, run_embed_shard, run_stage
 from purchasing_power.storage import Storage
 
@@ -36,7 +36,7 @@ def test_plan_map_merge_and_rerun(settings_factory, monkeypatch):
     for sh in shards:
         shard_report = json.loads(Path(run_embed_shard(sh, params)).read_text())
         assert shard_report["new"] == len(out.read_parquet(sh))
-    vectors = embed.load_vectors(texts, out, settings)
+    vectors = embedding.load_vectors(texts, out, settings)
     assert vectors.shape == (3, 384)
 
     # a rerun: nothing new, no shard (the mapped task expands to nothing), stale shard files gone

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from purchasing_power.evaluate import (
+from purchasing_power.metrics import (
     bootstrap_indices,
     bootstrap_metrics,
     decile_mape,

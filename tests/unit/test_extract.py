@@ -8,8 +8,11 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from purchasing_power.extract import RAW_FILE, SourceError, Workspace, extract_day, map_columns, read_source
-from purchasing_power.settings import CANONICAL_COLUMNS
+from purchasing_power.errors import SourceError
+from purchasing_power.extract import map_columns, read_source
+from purchasing_power.schemas import CANONICAL_COLUMNS
+from purchasing_power.stages.extract import extract_day
+from purchasing_power.storage import RAW_FILE, Workspace
 
 DAY = date(2011, 8, 31)
 
@@ -84,7 +87,7 @@ def test_read_source_csv_with_online_retail_ii_names(tmp_path):
 
 def _raw_files(settings) -> dict[str, bytes]:
     ws = Workspace.for_settings(settings)
-    base = ws.work.path("raw")
+    base = ws.per_source.path("raw")
     out = {}
     for folder in sorted(os.listdir(base)):
         for name in sorted(os.listdir(f"{base}/{folder}")):
@@ -97,7 +100,7 @@ def test_extract_day_writes_one_raw_partition_per_invoice_day(settings_factory, 
     settings = settings_factory()
     report = extract_day(settings, DAY)
     ws = Workspace.for_settings(settings)
-    assert ws.work.root == f"{tmp_path}/data/sources/{settings.source_id}"
+    assert ws.per_source.root == f"{tmp_path}/data/sources/{settings.source_id}"
     assert report["raw_path"] == f"{tmp_path}/data/sources/{settings.source_id}/raw/ds=2011-08-31/{RAW_FILE}"
     assert {k: report[k] for k in ("rows_in_source", "rows_up_to_day", "rows_of_day", "rows_undated", "rows_after_day", "partitions_written", "first_day")} == {
         "rows_in_source": 8,
@@ -109,10 +112,10 @@ def test_extract_day_writes_one_raw_partition_per_invoice_day(settings_factory, 
         "first_day": "2011-08-30",
     }
     assert list(_raw_files(settings)) == ["ds=2011-08-30/raw.parquet", "ds=2011-08-31/raw.parquet"]
-    assert ws.work.list_days("raw", RAW_FILE) == [date(2011, 8, 30), DAY]
+    assert ws.per_source.list_days("raw", RAW_FILE) == [date(2011, 8, 30), DAY]
 
-    d30 = ws.work.read_parquet(ws.work.path("raw", date(2011, 8, 30), RAW_FILE))
-    d31 = ws.work.read_parquet(ws.work.path("raw", DAY, RAW_FILE))
+    d30 = ws.per_source.read_parquet(ws.per_source.path("raw", date(2011, 8, 30), RAW_FILE))
+    d31 = ws.per_source.read_parquet(ws.per_source.path("raw", DAY, RAW_FILE))
     assert d30["InvoiceNo"].tolist() == ["536365", "536365"]
     # the run day holds its own rows plus the undated one (quarantined later by clean)
     assert len(d31) == 6
@@ -132,9 +135,9 @@ def test_extract_day_fills_gap_days_and_ignores_later_rows(settings_factory, mak
     report = extract_day(settings, DAY)
     assert report["rows_after_day"] == 1 and report["partitions_written"] == 4
     ws = Workspace.for_settings(settings)
-    assert ws.work.list_days("raw", RAW_FILE) == [date(2011, 8, 28), date(2011, 8, 29), date(2011, 8, 30), DAY]
-    assert len(ws.work.read_parquet(ws.work.path("raw", date(2011, 8, 29), RAW_FILE))) == 0
-    assert ws.work.read_parquet(ws.work.path("raw", DAY, RAW_FILE))["InvoiceNo"].tolist() == ["2"]
+    assert ws.per_source.list_days("raw", RAW_FILE) == [date(2011, 8, 28), date(2011, 8, 29), date(2011, 8, 30), DAY]
+    assert len(ws.per_source.read_parquet(ws.per_source.path("raw", date(2011, 8, 29), RAW_FILE))) == 0
+    assert ws.per_source.read_parquet(ws.per_source.path("raw", DAY, RAW_FILE))["InvoiceNo"].tolist() == ["2"]
 
 
 def test_extract_day_rerun_is_byte_identical(settings_factory):
@@ -153,8 +156,8 @@ def test_extract_day_two_sources_never_share_raw_history(settings_factory, tiny_
     extract_day(a, DAY)
     extract_day(b, DAY)
     ws_a, ws_b = Workspace.for_settings(a), Workspace.for_settings(b)
-    assert len(ws_a.work.read_parquet(ws_a.work.path("raw", DAY, RAW_FILE))) == 6
-    assert len(ws_b.work.read_parquet(ws_b.work.path("raw", DAY, RAW_FILE))) == 0
+    assert len(ws_a.per_source.read_parquet(ws_a.per_source.path("raw", DAY, RAW_FILE))) == 6
+    assert len(ws_b.per_source.read_parquet(ws_b.per_source.path("raw", DAY, RAW_FILE))) == 0
 
 
 def test_extract_day_rejects_an_empty_source(settings_factory, tiny_raw):
@@ -165,7 +168,6 @@ def test_extract_day_rejects_an_empty_source(settings_factory, tiny_raw):
 
 def test_day_before_the_source_fails_at_extract_with_a_clear_input_error(settings_factory):
     from purchasing_power.errors import InputError
-    from purchasing_power.extract import extract_day
 
     settings = settings_factory()
     with pytest.raises(InputError, match="no dated rows on or before 2001-01-01"):
@@ -191,7 +193,7 @@ def test_unchanged_source_is_read_once_and_later_days_read_only_their_rows(setti
     report = extract_day(settings, date(2011, 9, 1))  # the same file version: served from staged/
     assert calls == [] and report["partitions_written"] == 2 and report["rows_in_source"] == 4  # 08-31 and 09-01
     ws = Workspace.for_settings(settings)
-    got = {d: ws.work.read_parquet(ws.work.path("raw", d, RAW_FILE))["InvoiceNo"].tolist() for d in ws.work.list_days("raw", RAW_FILE)}
+    got = {d: ws.per_source.read_parquet(ws.per_source.path("raw", d, RAW_FILE))["InvoiceNo"].tolist() for d in ws.per_source.list_days("raw", RAW_FILE)}
     assert got == {date(2011, 8, 29): ["1"], date(2011, 8, 30): ["2"], date(2011, 8, 31): ["3"], date(2011, 9, 1): ["4"]}
 
 
@@ -205,6 +207,6 @@ def test_a_changed_source_is_staged_again_and_the_run_day_picks_up_the_correctio
     second = extract_day(settings, DAY)
     assert second["source_version"] != first["source_version"] and second["rows_of_day"] == 2
     ws = Workspace.for_settings(settings)
-    assert ws.work.read_parquet(ws.work.path("raw", DAY, RAW_FILE))["Quantity"].tolist() == [7.0, 1.0]
-    staged = sorted(p.rsplit("/", 1)[-1].split("-", 1)[1] for p in ws.work.fs.ls(ws.work.path("staged"), detail=False))
+    assert ws.per_source.read_parquet(ws.per_source.path("raw", DAY, RAW_FILE))["Quantity"].tolist() == [7.0, 1.0]
+    staged = sorted(p.rsplit("/", 1)[-1].split("-", 1)[1] for p in ws.per_source.fs.ls(ws.per_source.path("staged"), detail=False))
     assert staged == ["dated.parquet", "index.json", "undated.parquet"]  # the old version is gone

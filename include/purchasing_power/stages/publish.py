@@ -1,5 +1,6 @@
-"""Publish: commit the staged predictions to ``predictions/ds=D/``, write ``metrics/ds=D/metrics.json``
-and then the UI page's ``metrics/ds=D/report.json`` (:func:`purchasing_power.report.report_day`).
+"""The publish stage: commit the staged predictions to ``predictions/ds=D/``, write
+``metrics/ds=D/metrics.json`` and then the UI page's ``metrics/ds=D/report.json``
+(:func:`purchasing_power.report.report_day`).
 
 Both files depend only on the data and settings, never on the attempt: a rerun, a backfill or a
 fresh deployment writes the same bytes.
@@ -14,24 +15,13 @@ import logging
 from datetime import date
 from typing import Any
 
-from purchasing_power.score import SCORES_FILE, validate_predictions
+from purchasing_power.report import report_day
+from purchasing_power.score import validate_predictions
 from purchasing_power.settings import Settings
-from purchasing_power.storage import Storage
+from purchasing_power.stages import STAGES
+from purchasing_power.storage import PREDICTIONS_FILE, Storage, metrics_path, predictions_path, stage_report_path
 
 log = logging.getLogger(__name__)
-
-PREDICTIONS_FILE = "predictions.parquet"
-METRICS_FILE = "metrics.json"
-STAGES = ("extract", "clean", "embed", "features", "train", "evaluate", "gate", "score")
-
-
-def predictions_path(storage: Storage, day: date) -> str:
-    return storage.path("predictions", day, PREDICTIONS_FILE)
-
-
-def metrics_path(storage: Storage, day: date) -> str:
-    return storage.path("metrics", day, METRICS_FILE)
-
 
 #: Keys of the embed report that describe the data, not the attempt (timings and cache hits vary
 #: between a first run and a rerun; they stay in ``runs/ds=D/embed.json``).
@@ -51,7 +41,7 @@ def _read_optional(storage: Storage, path: str | None) -> dict[str, Any]:
 def publish_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: validate and publish the day's predictions and metrics."""
     out = Storage.at(settings.storage)
-    staged = out.path("scores", day, SCORES_FILE)
+    staged = out.path("scores", day, PREDICTIONS_FILE)
     if not out.exists(staged):
         raise FileNotFoundError(f"no staged predictions at {staged}: run the score task first")
     frame = out.read_parquet(staged)
@@ -60,7 +50,9 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
         payload = fh.read()
     reports = {}
     for stage in STAGES:
-        path = out.path("runs", day, f"{stage}.json")
+        if stage == "publish":
+            continue
+        path = stage_report_path(out, day, stage)
         reports[stage] = out.read_json(path) if out.exists(path) else None
     # The gate's decision and the training info belong to the day's anchor (decided by whichever
     # run reached that anchor first): read them there, not from this run's train/gate reports,
@@ -97,8 +89,6 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
     log.info("published %s rows to %s", len(frame), pred_path)
     # The page's curves, once the day is published (the report reads what was just written). Not
     # a task of its own: on a whole-year backfill one Airflow task costs more than the report.
-    from purchasing_power.report import report_day
-
     report = report_day(settings, day)
     return {
         "day": day.isoformat(),

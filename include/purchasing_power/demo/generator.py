@@ -1,7 +1,6 @@
-"""Seeded generator of a realistic demo transaction file in the UCI "Online Retail" schema.
+"""The generative process of the seeded demo transactions (UCI "Online Retail" schema).
 
-The demo source lets the whole pipeline run without the real data set. It is one Parquet file
-with the canonical columns and dtypes of UCI Online Retail::
+The frame has the canonical columns and dtypes of UCI Online Retail::
 
     InvoiceNo (str, 6 digits, "C" prefix on cancellations), StockCode (str), Description (str,
     upper case, sometimes null), Quantity (int64), InvoiceDate (naive timestamp[us], minute
@@ -75,28 +74,22 @@ Invoice numbers are sequential in time order. Rows are sorted by InvoiceDate, In
 order. With the defaults (2,500 customers, 2023-01-01..2024-12-31) the frame has about 150k rows
 (~14k invoices) and is generated in well under a second.
 
-CLI::
-
-    python -m purchasing_power.demo --out PATH [--customers N] [--start YYYY-MM-DD]
-        [--end YYYY-MM-DD] [--seed S] [--if-missing]
+The data (families, price points, segment parameters, countries, ...) are in ``catalogue.json``
+(see :mod:`purchasing_power.demo.catalogue`); this module is the process.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
-import io
-import sys
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from purchasing_power.settings import CANONICAL_COLUMNS
+from purchasing_power.demo.catalogue import FAMILIES, Catalogue, build_catalogue, shop_data, snap
+from purchasing_power.schemas import CANONICAL_COLUMNS
 
-__all__ = ["generate_demo_transactions", "write_demo_source", "main", "DEMO_SCHEMA_DTYPES"]
+__all__ = ["generate_demo_transactions", "DEMO_SCHEMA_DTYPES"]
 
 #: pandas dtypes of the generated frame (those of the real UCI file read with pyarrow).
 DEMO_SCHEMA_DTYPES = {
@@ -110,399 +103,49 @@ DEMO_SCHEMA_DTYPES = {
     "Country": "object",
 }
 
-_CATALOGUE_SEED = 20101201  # fixed: the shop's catalogue does not depend on the run's seed
 _MAX_LINES = 40
 _FIRST_INVOICE = 536365
 
 # --------------------------------------------------------------------------------------------
-# Vocabulary of the catalogue: families x (colours | designs) x items
+# Segments, calendar, countries, pack sizes (values in catalogue.json)
 # --------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Family:
-    name: str
-    items: tuple[tuple[str, str, float, float], ...]  # (singular, plural, price lo, price hi)
-    colours: tuple[str, ...]
-    designs: tuple[str, ...]
-    season: tuple[float, ...]  # product-choice factor by month (Jan..Dec)
+_DATA = shop_data()
+_SEGMENTS = tuple(s["name"] for s in _DATA["segments"])
+_WHOLESALE = _SEGMENTS.index("wholesale")
+_GUEST = len(_SEGMENTS)  # row index of the guests' preferences / calendar
 
 
-_FLAT = (1.0,) * 12
-
-_FAMILIES: tuple[_Family, ...] = (
-    _Family(
-        "christmas",
-        (
-            ("CHRISTMAS TREE DECORATION", "CHRISTMAS TREE DECORATIONS", 0.42, 1.65),
-            ("BAUBLE", "BAUBLES", 0.65, 2.95),
-            ("CHRISTMAS CRACKER", "CHRISTMAS CRACKERS", 1.25, 4.95),
-            ("ADVENT CALENDAR", "ADVENT CALENDARS", 2.95, 8.50),
-            ("STAR T-LIGHT HOLDER", "STAR T-LIGHT HOLDERS", 1.25, 3.75),
-            ("HANGING ANGEL", "HANGING ANGELS", 0.42, 1.65),
-            ("PAPER CHAIN KIT", "PAPER CHAIN KITS", 2.55, 2.95),
-            ("CHRISTMAS STOCKING", "CHRISTMAS STOCKINGS", 2.95, 6.75),
-            ("DOOR WREATH", "DOOR WREATHS", 4.95, 9.95),
-            ("SNOWFLAKE DECORATION", "SNOWFLAKE DECORATIONS", 0.29, 0.85),
-        ),
-        ("RED", "GOLD", "SILVER", "WHITE", "GREEN"),
-        ("50'S CHRISTMAS", "VINTAGE CHRISTMAS", "SCANDINAVIAN", "GINGERBREAD", "REINDEER", "NORDIC",
-         "WOODEN", "GLITTER", "FELTCRAFT"),
-        (0.15, 0.05, 0.05, 0.05, 0.1, 0.2, 0.4, 0.7, 1.4, 2.4, 3.0, 1.4),
-    ),
-    _Family(
-        "party",
-        (
-            ("CAKE CASE", "CAKE CASES", 0.42, 0.55),
-            ("PAPER PLATE", "PAPER PLATES", 0.85, 1.65),
-            ("PARTY NAPKIN", "PARTY NAPKINS", 0.85, 0.85),
-            ("PARTY BALLOON", "PARTY BALLOONS", 0.65, 1.25),
-            ("PARTY HAT", "PARTY HATS", 0.39, 0.85),
-            ("PARTY BAG", "PARTY BAGS", 0.29, 0.42),
-            ("BIRTHDAY CANDLE", "BIRTHDAY CANDLES", 0.39, 1.25),
-            ("CAKE STAND", "CAKE STANDS", 4.95, 12.75),
-            ("PARTY INVITE", "PARTY INVITES", 0.85, 1.25),
-            ("PARTY BUNTING", "PARTY BUNTINGS", 3.75, 4.95),
-            ("PAPER CUP", "PAPER CUPS", 0.65, 0.85),
-        ),
-        ("PINK", "BLUE", "RED", "YELLOW", "GREEN"),
-        ("RED RETROSPOT", "SPACEBOY", "DOLLY GIRL", "PAISLEY PARK", "PANTRY", "VINTAGE DOILY",
-         "WOODLAND", "POLKA DOT", "CIRCUS PARADE", "PIRATE"),
-        (0.6, 0.8, 0.9, 1.0, 1.0, 1.1, 1.1, 1.0, 1.0, 1.1, 1.4, 1.2),
-    ),
-    _Family(
-        "kitchen",
-        (
-            ("LUNCH BOX", "LUNCH BOXES", 1.65, 2.95),
-            ("TEA TOWEL", "TEA TOWELS", 1.25, 2.95),
-            ("OVEN GLOVE", "OVEN GLOVES", 1.45, 2.95),
-            ("APRON", "APRONS", 3.75, 4.95),
-            ("CAKE TIN", "CAKE TINS", 4.25, 12.75),
-            ("MUG", "MUGS", 1.25, 2.55),
-            ("TEACUP AND SAUCER", "TEACUPS AND SAUCERS", 2.95, 3.25),
-            ("BISCUIT TIN", "BISCUIT TINS", 3.75, 7.95),
-            ("CHOPPING BOARD", "CHOPPING BOARDS", 2.95, 5.95),
-            ("RECIPE BOX", "RECIPE BOXES", 2.95, 4.95),
-            ("EGG CUP", "EGG CUPS", 0.42, 1.25),
-            ("MEASURING SPOONS", "MEASURING SPOONS", 1.65, 2.10),
-            ("TEAPOT", "TEAPOTS", 4.95, 9.95),
-            ("BREAD BIN", "BREAD BINS", 8.50, 16.95),
-            ("JAM JAR", "JAM JARS", 0.85, 1.65),
-        ),
-        ("WHITE", "CREAM", "PINK", "BLUE", "GREEN", "RED", "IVORY"),
-        ("REGENCY", "RED RETROSPOT", "VINTAGE LEAF", "APPLES", "STRAWBERRY", "PANTRY", "FRENCH BLUE",
-         "ROSE DU SUD", "GINGHAM", "SWEETHEART", "VINTAGE DOILY", "ENAMEL"),
-        _FLAT,
-    ),
-    _Family(
-        "home",
-        (
-            ("HANGING HEART T-LIGHT HOLDER", "HANGING HEART T-LIGHT HOLDERS", 2.55, 2.95),
-            ("METAL LANTERN", "METAL LANTERNS", 3.39, 4.95),
-            ("PHOTO FRAME", "PHOTO FRAMES", 1.65, 6.75),
-            ("CUSHION COVER", "CUSHION COVERS", 3.75, 5.95),
-            ("DOORSTOP", "DOORSTOPS", 4.25, 6.75),
-            ("COAT HANGER", "COAT HANGERS", 1.65, 2.75),
-            ("WALL CLOCK", "WALL CLOCKS", 5.95, 8.50),
-            ("STORAGE BOX", "STORAGE BOXES", 1.95, 6.35),
-            ("CANDLE HOLDER", "CANDLE HOLDERS", 1.25, 3.75),
-            ("WALL MIRROR", "WALL MIRRORS", 4.95, 14.95),
-            ("DRAWER KNOB", "DRAWER KNOBS", 1.25, 1.65),
-            ("DOORMAT", "DOORMATS", 6.75, 8.50),
-            ("METAL SIGN", "METAL SIGNS", 1.65, 2.95),
-            ("PAPER LAMPSHADE", "PAPER LAMPSHADES", 2.95, 4.95),
-        ),
-        ("WHITE", "CREAM", "RED", "PINK", "BLACK", "ANTIQUE SILVER", "IVORY"),
-        ("HEART", "SWEETHEART", "VINTAGE", "FRENCH STYLE", "MOROCCAN", "BAROQUE", "BIRD",
-         "PARISIENNE", "CHERRY BLOSSOM", "ENCHANTED FOREST", "WICKER"),
-        (0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.05, 1.1, 1.1, 0.9),
-    ),
-    _Family(
-        "garden",
-        (
-            ("WATERING CAN", "WATERING CANS", 1.25, 4.95),
-            ("BIRD FEEDER", "BIRD FEEDERS", 1.65, 3.75),
-            ("PLANT POT", "PLANT POTS", 0.85, 2.95),
-            ("GARDEN KNEELER", "GARDEN KNEELERS", 2.95, 3.75),
-            ("HERB MARKER", "HERB MARKERS", 0.65, 0.65),
-            ("BIRD HOUSE", "BIRD HOUSES", 3.75, 5.95),
-            ("GARDEN GLOVES", "GARDEN GLOVES", 1.95, 2.55),
-            ("HANGING PLANTER", "HANGING PLANTERS", 2.10, 4.25),
-            ("WIND CHIME", "WIND CHIMES", 1.65, 3.75),
-        ),
-        ("GREEN", "BLUE", "CREAM", "ZINC", "RED"),
-        ("VINTAGE", "GARDENERS", "ENGLISH ROSE", "BUTTERFLY", "BLUE FLOWERS", "WIRE", "ENAMEL",
-         "COTTAGE GARDEN"),
-        (0.4, 0.6, 1.3, 1.7, 1.8, 1.6, 1.3, 1.0, 0.7, 0.5, 0.4, 0.4),
-    ),
-    _Family(
-        "stationery",
-        (
-            ("NOTEBOOK", "NOTEBOOKS", 0.85, 1.65),
-            ("GIFT WRAP", "GIFT WRAPS", 0.42, 0.42),
-            ("GREETING CARD", "GREETING CARDS", 0.42, 0.42),
-            ("PENCIL", "PENCILS", 0.21, 0.29),
-            ("STICKER SHEET", "STICKER SHEETS", 0.85, 0.85),
-            ("GIFT TAG", "GIFT TAGS", 0.85, 1.25),
-            ("MEMO BOARD", "MEMO BOARDS", 4.95, 7.95),
-            ("PHOTO ALBUM", "PHOTO ALBUMS", 3.75, 6.35),
-            ("ENVELOPE", "ENVELOPES", 0.85, 0.85),
-            ("ERASER", "ERASERS", 0.19, 0.39),
-            ("GIFT BAG LARGE", "GIFT BAGS LARGE", 0.42, 0.83),
-        ),
-        ("PINK", "BLUE", "GREEN", "RED", "PURPLE"),
-        ("RED RETROSPOT", "VINTAGE PAISLEY", "DOLLY GIRL", "SPACEBOY", "WOODLAND", "LONDON",
-         "BIRDS", "VINTAGE CARAVAN", "ROSES"),
-        (0.8, 1.3, 1.0, 0.9, 0.9, 0.9, 0.9, 1.0, 1.1, 1.1, 1.2, 1.1),
-    ),
-    _Family(
-        "bags",
-        (
-            ("JUMBO BAG", "JUMBO BAGS", 1.65, 2.08),
-            ("LUNCH BAG", "LUNCH BAGS", 1.45, 1.65),
-            ("SHOPPER BAG", "SHOPPER BAGS", 2.10, 2.55),
-            ("CHARLOTTE BAG", "CHARLOTTE BAGS", 0.72, 0.85),
-            ("PURSE", "PURSES", 1.25, 2.95),
-            ("TOTE BAG", "TOTE BAGS", 1.25, 2.10),
-            ("WASHBAG", "WASHBAGS", 2.55, 3.75),
-            ("SHOULDER BAG", "SHOULDER BAGS", 4.25, 8.50),
-        ),
-        ("PINK", "RED", "BLUE", "BLACK", "IVORY"),
-        ("RED RETROSPOT", "VINTAGE PAISLEY", "PINK POLKADOT", "SPACEBOY", "DOLLY GIRL",
-         "STRAWBERRY", "APPLES", "BAROQUE", "SCANDINAVIAN", "SUKI", "WOODLAND", "SKULLS"),
-        _FLAT,
-    ),
-    _Family(
-        "toys",
-        (
-            ("SKIPPING ROPE", "SKIPPING ROPES", 1.25, 1.45),
-            ("PLAYING CARDS", "PLAYING CARDS", 1.25, 1.25),
-            ("HELICOPTER", "HELICOPTERS", 0.72, 0.85),
-            ("JIGSAW", "JIGSAWS", 0.85, 2.95),
-            ("SPINNING TOP", "SPINNING TOPS", 0.29, 0.85),
-            ("DOMINOES", "DOMINOES", 1.25, 1.45),
-            ("SNAKES AND LADDERS GAME", "SNAKES AND LADDERS GAMES", 2.95, 3.75),
-            ("TOY TIDY", "TOY TIDIES", 2.10, 2.10),
-            ("CHILDRENS TEA SET", "CHILDRENS TEA SETS", 4.95, 7.95),
-            ("NESTING BOXES", "NESTING BOXES", 7.65, 8.50),
-            ("CATCH CUP GAME", "CATCH CUP GAMES", 0.85, 1.25),
-        ),
-        ("PINK", "BLUE", "RED", "YELLOW", "GREEN"),
-        ("SPACEBOY", "DOLLY GIRL", "CIRCUS PARADE", "WOODEN", "RETRO", "VINTAGE", "DINOSAUR",
-         "PIRATE", "BABUSHKA"),
-        (0.8, 0.8, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.4, 1.2),
-    ),
-    _Family(
-        "warmers",
-        (
-            ("HOT WATER BOTTLE", "HOT WATER BOTTLES", 3.75, 4.95),
-            ("HAND WARMER", "HAND WARMERS", 1.65, 2.10),
-            ("BATHROOM SET", "BATHROOM SETS", 4.95, 9.95),
-            ("SOAP DISH", "SOAP DISHES", 1.25, 2.55),
-            ("TOOTHBRUSH HOLDER", "TOOTHBRUSH HOLDERS", 1.25, 2.10),
-            ("SCENTED CANDLE", "SCENTED CANDLES", 1.25, 2.95),
-            ("FRAGRANCE OILS", "FRAGRANCE OILS", 0.85, 0.85),
-            ("BATH SPONGE", "BATH SPONGES", 0.85, 1.25),
-        ),
-        ("RED", "PINK", "CREAM", "CHOCOLATE", "BLUE"),
-        ("UNION JACK", "RED RETROSPOT", "OWL", "BIRD", "SCOTTIE DOG", "KNITTED", "LOVE",
-         "HEART OF WICKER"),
-        (1.8, 1.4, 1.0, 0.7, 0.5, 0.4, 0.4, 0.5, 0.8, 1.3, 1.7, 1.6),
-    ),
-    _Family(
-        "jewellery",
-        (
-            ("NECKLACE", "NECKLACES", 1.25, 6.35),
-            ("BRACELET", "BRACELETS", 1.25, 4.25),
-            ("EARRINGS", "EARRINGS", 0.85, 2.55),
-            ("KEY RING", "KEY RINGS", 0.39, 1.25),
-            ("HAIR CLIP", "HAIR CLIPS", 0.29, 0.85),
-            ("BROOCH", "BROOCHES", 0.85, 2.95),
-            ("HAIRBAND", "HAIRBANDS", 0.42, 0.85),
-        ),
-        ("PINK", "BLUE", "BLACK", "PURPLE", "GREEN", "IVORY", "AMBER"),
-        ("DIAMANTE", "CRYSTAL", "GLASS BEAD", "SILVER", "ART DECO", "FLOWER", "BUTTERFLY",
-         "MONTANA", "VINTAGE BEAD"),
-        (0.8, 1.4, 1.0, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.1),
-    ),
-)
-_N_FAM = len(_FAMILIES)
-_PRODUCTS_PER_FAMILY = 34  # plus up to 6 bulk "SET OF n" items: ~400 products in all
-
-#: Price points the shop uses; every price is snapped to the nearest one (in log space).
-_PRICE_POINTS = np.array(
-    [0.12, 0.19, 0.21, 0.29, 0.36, 0.39, 0.42, 0.55, 0.65, 0.72, 0.79, 0.83, 0.85, 0.95, 1.06,
-     1.25, 1.45, 1.65, 1.69, 1.95, 2.08, 2.10, 2.46, 2.55, 2.95, 3.25, 3.39, 3.75, 4.15, 4.25,
-     4.95, 5.45, 5.95, 6.35, 6.75, 7.65, 7.95, 8.50, 8.95, 9.95, 10.95, 12.75, 14.95, 16.95,
-     18.95, 24.95, 29.95, 34.95, 39.95, 49.95, 59.95, 79.95]
-)
-_LOG_PP = np.log(_PRICE_POINTS)
-_PP_MID = (_LOG_PP[1:] + _LOG_PP[:-1]) / 2
+def _by_segment(key: str) -> np.ndarray:
+    return np.array([s[key] for s in _DATA["segments"]], dtype=np.float64)
 
 
-def _snap(prices: np.ndarray) -> np.ndarray:
-    """Nearest shop price point (log scale)."""
-    return _PRICE_POINTS[np.searchsorted(_PP_MID, np.log(np.maximum(prices, 1e-3)))]
-
-
-@dataclass(frozen=True)
-class _Catalogue:
-    code: np.ndarray  # object: StockCode
-    desc: np.ndarray  # object: Description
-    family: np.ndarray  # int
-    price: np.ndarray  # float list price (first half of the period)
-    price_later: np.ndarray  # float list price (second half)
-    bulk: np.ndarray  # bool: "SET OF n" items
-    weight: np.ndarray  # float popularity
-    weight_wholesale: np.ndarray  # float popularity for wholesalers (bulk boosted)
-
-
-@functools.lru_cache(maxsize=1)
-def _catalogue() -> _Catalogue:
-    rng = np.random.default_rng(_CATALOGUE_SEED)
-    rows: list[tuple[str, int, float, bool, str]] = []  # (desc, family, price, bulk, variant key)
-    for fi, fam in enumerate(_FAMILIES):
-        item_price = {it[0]: float(_snap(np.array([np.exp(rng.uniform(np.log(it[2]), np.log(it[3])))]))[0])
-                      for it in fam.items}
-        plain: list[tuple[str, float, str]] = []
-        for singular, _plural, _lo, _hi in fam.items:
-            p = item_price[singular]
-            for colour in fam.colours:
-                plain.append((f"{colour} {singular}", p, f"{fi}:{singular}"))
-            for design in fam.designs:
-                dp = float(_snap(np.array([p * rng.uniform(0.9, 1.15)]))[0])
-                plain.append((f"{singular} {design}", dp, f"{fi}:{singular}:{design}"))
-                plain.append((f"{design} {singular}", dp, f"{fi}:{design}:{singular}"))
-        bulk: list[tuple[str, float, str]] = []
-        for singular, plural, lo, _hi in fam.items:
-            if lo > 1.5:
-                continue
-            for n in (3, 6, 12):
-                for design in fam.designs:
-                    price = float(_snap(np.array([item_price[singular] * n * 0.6]))[0])
-                    bulk.append((f"SET OF {n} {plural} {design}", price, f"{fi}:set{n}:{singular}:{design}"))
-        pick = rng.choice(len(plain), size=min(_PRODUCTS_PER_FAMILY, len(plain)), replace=False)
-        for i in np.sort(pick):
-            rows.append((plain[i][0], fi, plain[i][1], False, plain[i][2]))
-        if bulk:
-            pick = rng.choice(len(bulk), size=min(6, len(bulk)), replace=False)
-            for i in np.sort(pick):
-                rows.append((bulk[i][0], fi, bulk[i][1], True, bulk[i][2]))
-    # de-duplicate descriptions (two templates can meet), keep first
-    seen: set[str] = set()
-    rows = [r for r in rows if not (r[0] in seen or seen.add(r[0]))]
-    n = len(rows)
-
-    # Stock codes: colour variants of one item share a 5-digit base with letter suffixes.
-    keys = sorted({r[4] for r in rows})
-    pool = np.concatenate([np.arange(20600, 23700), np.arange(84000, 85300), np.arange(90000, 90210)])
-    bases = rng.choice(pool, size=len(keys), replace=False)
-    base_of = dict(zip(keys, bases.tolist()))
-    counts: dict[str, int] = {}
-    variants = {k: sum(1 for r in rows if r[4] == k) for k in keys}
-    codes = []
-    for r in rows:
-        k = r[4]
-        j = counts.get(k, 0)
-        counts[k] = j + 1
-        codes.append(f"{base_of[k]}{chr(ord('A') + j)}" if variants[k] > 1 else str(base_of[k]))
-
-    desc = np.array([r[0] for r in rows], dtype=object)
-    # ~8 % of descriptions carry a trailing space, as in the real file (the cleaner must strip).
-    trailing = rng.random(n) < 0.08
-    desc[trailing] = np.array([d + " " for d in desc[trailing]], dtype=object)
-    family = np.array([r[1] for r in rows], dtype=np.int64)
-    price = np.array([r[2] for r in rows], dtype=np.float64)
-    bulk_flag = np.array([r[3] for r in rows], dtype=bool)
-    rise = rng.random(n) < 0.3
-    idx = np.searchsorted(_PRICE_POINTS, price) + 1
-    price_later = np.where(rise, _PRICE_POINTS[np.minimum(idx, len(_PRICE_POINTS) - 1)], price)
-    # Zipf-like popularity within each family, random ranks
-    weight = np.empty(n)
-    for fi in range(_N_FAM):
-        m = np.flatnonzero(family == fi)
-        ranks = rng.permutation(len(m)) + 1
-        weight[m] = 1.0 / ranks**0.5
-    weight_wholesale = weight * np.where(bulk_flag, 15.0, 1.0)
-    weight = weight * np.where(bulk_flag, 0.35, 1.0)  # retail buyers rarely buy bulk sets
-    return _Catalogue(
-        code=np.array(codes, dtype=object),
-        desc=desc,
-        family=family,
-        price=price,
-        price_later=price_later,
-        bulk=bulk_flag,
-        weight=weight,
-        weight_wholesale=weight_wholesale,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Segments, calendar, countries
-# --------------------------------------------------------------------------------------------
-
-_SEGMENTS = ("home", "party", "gift", "wholesale")
-_WHOLESALE = 3
-_GUEST = 4  # row index of the guests' preferences / calendar
-_SEG_SHARE = np.array([0.38, 0.24, 0.32, 0.06])
-_SEG_R = np.array([1.1, 0.9, 0.7, 2.0])  # Gamma shape of the purchase rate
-_SEG_ALPHA = np.array([55.0, 75.0, 70.0, 22.0])  # Gamma scale parameter alpha (days): E[lambda] = r/alpha
-_SEG_A = np.array([1.0, 1.3, 1.5, 0.8])  # Beta(a, b) dropout probability
-_SEG_B = np.array([7.0, 3.2, 3.5, 9.0])
-_SEG_MOV = np.array([150.0, 190.0, 120.0, 1100.0])  # median of the customer's mean order value
-_SEG_FOREIGN = np.array([0.08, 0.08, 0.08, 0.30])
-#: Typical value of one invoice line (GBP) by segment (retail / wholesale quantities).
-_SEG_LINE_VALUE = np.array([13.0, 11.0, 11.0, 75.0, 12.0])
-
-#: Family preferences (rows: home, party, gift, wholesale, guest; columns: _FAMILIES order).
-_FAM_PREF = np.array(
-    [
-        # xmas party kitchen home garden stat  bags  toys  warm  jewel
-        [0.5, 0.4, 5.0, 5.0, 2.5, 0.7, 1.0, 0.4, 1.5, 0.3],
-        [5.0, 5.0, 0.6, 0.7, 0.2, 1.5, 0.8, 1.5, 0.5, 0.3],
-        [1.0, 1.0, 1.0, 1.5, 0.8, 3.0, 3.0, 2.0, 2.0, 3.0],
-        [2.0, 2.0, 2.5, 2.5, 1.0, 1.5, 2.5, 1.5, 1.0, 0.5],
-        [1.5, 1.5, 2.0, 2.5, 1.0, 1.5, 1.5, 1.2, 1.0, 1.0],
-    ]
-)
-
-#: Purchase-rate seasonality by segment (rows as _FAM_PREF; Jan..Dec).
-_SEASON = np.array(
-    [
-        [0.80, 0.85, 1.00, 0.95, 1.00, 1.00, 0.95, 0.95, 1.05, 1.10, 1.25, 0.90],
-        [0.35, 0.45, 0.60, 0.60, 0.70, 0.75, 0.70, 0.70, 1.20, 1.80, 2.80, 1.30],
-        [0.60, 0.90, 0.90, 0.85, 0.90, 0.85, 0.85, 0.90, 1.15, 1.35, 1.80, 1.20],
-        [0.70, 0.80, 1.00, 0.90, 1.00, 1.00, 1.00, 1.05, 1.30, 1.40, 1.50, 0.80],
-        [0.65, 0.75, 0.95, 0.85, 0.95, 0.95, 0.95, 0.95, 1.25, 1.35, 1.75, 1.10],
-    ]
-)
-_WEEKDAY = np.array([1.0, 1.05, 1.0, 1.1, 0.85, 0.02, 0.65])  # Mon..Sun
-#: Invoice hour 07..20 (mid-day peak, as in a UK wholesaler's web shop).
-_HOURS = np.arange(7, 21)
-_HOUR_W = np.array([0.4, 9, 34, 49, 58, 79, 72, 67, 78, 55, 28, 8, 4, 1.0])
-
-_COUNTRIES = np.array(
-    ["Germany", "France", "EIRE", "Spain", "Netherlands", "Belgium", "Switzerland", "Portugal",
-     "Australia", "Norway", "Italy", "Channel Islands", "Finland", "Cyprus", "Sweden", "Austria",
-     "Denmark", "Poland", "Japan", "USA", "Israel", "Iceland"],
-    dtype=object,
-)
-_COUNTRY_W = np.array(
-    [22, 20, 18, 7, 6, 5, 5, 4, 3, 3, 2.5, 2.5, 2, 1.5, 1.5, 1.2, 1, 0.8, 0.8, 0.6, 0.5, 0.3]
-)
-#: Postage price (GBP) for each foreign country: Europe 15/18, far away 28/40.
-_COUNTRY_POSTAGE = np.array(
-    [18, 18, 15, 28, 15, 15, 18, 28, 40, 40, 28, 15, 40, 40, 40, 40, 28, 40, 40, 40, 40, 40],
-    dtype=np.float64,
-)
-
-_RETAIL_QTY = np.array([1, 2, 3, 4, 6, 8, 10, 12, 24, 48])
-_RETAIL_QTY_P = np.array([0.26, 0.16, 0.08, 0.09, 0.14, 0.04, 0.05, 0.11, 0.05, 0.02])
-_WHOLESALE_QTY = np.array([6, 12, 24, 36, 48, 72, 96, 100, 144, 288])
-_WHOLESALE_QTY_P = np.array([0.08, 0.20, 0.20, 0.10, 0.12, 0.08, 0.08, 0.04, 0.07, 0.03])
-
-_ADJUST_TEXT = np.array(["damaged", "check", "?", "wet damaged", "missing", "lost", "thrown away",
-                         "smashed", "found", "counted"], dtype=object)
+_SEG_SHARE = _by_segment("share")
+_SEG_R = _by_segment("rate_shape")  # Gamma shape of the purchase rate
+_SEG_ALPHA = _by_segment("rate_scale_days")  # Gamma scale parameter alpha (days): E[lambda] = r/alpha
+_SEG_A = _by_segment("dropout_a")  # Beta(a, b) dropout probability
+_SEG_B = _by_segment("dropout_b")
+_SEG_MOV = _by_segment("median_order_value")  # median of the customer's mean order value
+_SEG_FOREIGN = _by_segment("foreign_share")
+_ROWS = (*_DATA["segments"], _DATA["guests"])  # segments, then guests
+#: Typical value of one invoice line (GBP) by segment and for guests (retail / wholesale quantities).
+_SEG_LINE_VALUE = np.array([r["line_value"] for r in _ROWS], dtype=np.float64)
+#: Family preferences (rows: segments, then guests; columns: FAMILIES order).
+_FAM_PREF = np.array([[r["family_preference"][f.name] for f in FAMILIES] for r in _ROWS], dtype=np.float64)
+#: Purchase-rate seasonality (rows as _FAM_PREF; Jan..Dec).
+_SEASON = np.array([r["season"] for r in _ROWS], dtype=np.float64)
+_WEEKDAY = np.array(_DATA["weekday"], dtype=np.float64)  # Mon..Sun
+#: Invoice hours (mid-day peak, as in a UK wholesaler's web shop) and their weights.
+_HOUR_W = np.array(_DATA["invoice_hours"]["weights"], dtype=np.float64)
+_HOURS = _DATA["invoice_hours"]["first"] + np.arange(len(_HOUR_W))
+_COUNTRIES = np.array([c["name"] for c in _DATA["countries"]], dtype=object)
+_COUNTRY_W = np.array([c["weight"] for c in _DATA["countries"]], dtype=np.float64)
+_COUNTRY_POSTAGE = np.array([c["postage"] for c in _DATA["countries"]], dtype=np.float64)  # GBP
+_RETAIL_QTY = np.array(_DATA["pack_sizes"]["retail"]["sizes"], dtype=np.int64)
+_RETAIL_QTY_P = np.array(_DATA["pack_sizes"]["retail"]["p"], dtype=np.float64)
+_WHOLESALE_QTY = np.array(_DATA["pack_sizes"]["wholesale"]["sizes"], dtype=np.int64)
+_WHOLESALE_QTY_P = np.array(_DATA["pack_sizes"]["wholesale"]["p"], dtype=np.float64)
+_ADJUST_TEXT = np.array(_DATA["adjustment_texts"], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -534,13 +177,13 @@ def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
 
 
-def _sample_products(rng: np.random.Generator, cat: _Catalogue, fam_probs: np.ndarray,
+def _sample_products(rng: np.random.Generator, cat: Catalogue, fam_probs: np.ndarray,
                      wholesale: np.ndarray) -> np.ndarray:
     """Product index per row: a family from ``fam_probs`` rows, then a product by popularity."""
     fam = _categorical(rng, fam_probs)
     u = rng.random(len(fam))
     prod = np.empty(len(fam), dtype=np.int64)
-    for fi in range(_N_FAM):
+    for fi in range(len(FAMILIES)):
         members = np.flatnonzero(cat.family == fi)
         for flag, weights in ((False, cat.weight), (True, cat.weight_wholesale)):
             m = (fam == fi) & (wholesale == flag)
@@ -577,7 +220,7 @@ def generate_demo_transactions(
         raise ValueError(f"end {end} is before start {start}")
     n = int(n_customers)
     rng = np.random.default_rng(seed)
-    cat = _catalogue()
+    cat = build_catalogue()
     cal = _calendar(start, end)
     T = cal.n_days
 
@@ -662,7 +305,7 @@ def generate_demo_transactions(
     n_l = len(l_ord)
     pref_rows = np.vstack([fam_pref, _FAM_PREF[_GUEST][None, :]])
     l_pref_row = np.where(l_cust >= 0, l_cust, n)
-    fam_season = np.array([f.season for f in _FAMILIES])  # (families, 12)
+    fam_season = np.array([f.season for f in FAMILIES])  # (families, 12)
     fam_probs = pref_rows[l_pref_row] * fam_season[:, l_month].T
     prod = _sample_products(rng, cat, fam_probs, l_wh)
     # re-orders of favourites (only when the favourite is in season)
@@ -697,11 +340,11 @@ def generate_demo_transactions(
     # price noise: bulk tier, guest mark-up, manual overrides; snapped to price points
     price = list_price.copy()
     tier = (qty >= 24) & (list_price >= 0.5) & (rng.random(n_l) < 0.7)
-    price = np.where(tier, _snap(list_price * 0.85), price)
+    price = np.where(tier, snap(list_price * 0.85), price)
     markup = (l_cust < 0) & (rng.random(n_l) < 0.6)
-    price = np.where(markup, _snap(list_price * rng.uniform(1.12, 1.3, n_l)), price)
+    price = np.where(markup, snap(list_price * rng.uniform(1.12, 1.3, n_l)), price)
     manual = rng.random(n_l) < 0.015
-    price = np.where(manual, _snap(list_price * rng.uniform(0.85, 1.15, n_l)), price)
+    price = np.where(manual, snap(list_price * rng.uniform(0.85, 1.15, n_l)), price)
 
     code = cat.code[prod]
     desc = cat.desc[prod]
@@ -850,92 +493,3 @@ def generate_demo_transactions(
         columns=list(CANONICAL_COLUMNS),
     )
     return frame
-
-
-# --------------------------------------------------------------------------------------------
-# Writing and CLI
-# --------------------------------------------------------------------------------------------
-
-
-def _arrow_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("InvoiceNo", pa.large_string()),
-            ("StockCode", pa.large_string()),
-            ("Description", pa.large_string()),
-            ("Quantity", pa.int64()),
-            ("InvoiceDate", pa.timestamp("us")),
-            ("UnitPrice", pa.float64()),
-            ("CustomerID", pa.float64()),
-            ("Country", pa.large_string()),
-        ]
-    )
-
-
-def to_parquet_bytes(df: pd.DataFrame) -> bytes:
-    """Serialise a canonical frame to Parquet (zstd) with the real file's Arrow schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, schema=_arrow_schema(), preserve_index=False)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
-
-
-def write_demo_source(path: str, **kwargs: Any) -> str:
-    """Generate the demo transactions and write them atomically as Parquet to ``path``.
-
-    ``path`` is a local path or an fsspec URI; ``kwargs`` go to :func:`generate_demo_transactions`.
-    Returns ``path``.
-    """
-    from purchasing_power.storage import atomic_write_bytes
-
-    data = to_parquet_bytes(generate_demo_transactions(**kwargs))
-    atomic_write_bytes(path, data)
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m purchasing_power.demo",
-        description="Write the seeded demo transaction file (UCI Online Retail schema, Parquet).",
-    )
-    parser.add_argument("--out", default=None,
-                        help="target path or fsspec URI (default: the demo source under the storage root)")
-    parser.add_argument("--customers", type=int, default=2500, help="number of customers (default 2500)")
-    parser.add_argument("--start", type=date.fromisoformat, default=date(2023, 1, 1), help="first day, YYYY-MM-DD")
-    parser.add_argument("--end", type=date.fromisoformat, default=date(2024, 12, 31), help="last day, YYYY-MM-DD")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--if-missing", action="store_true", help="do nothing when the file already exists")
-    args = parser.parse_args(argv)
-
-    out = args.out
-    if not out:
-        from purchasing_power.settings import default_demo_source
-
-        out = default_demo_source()
-    if args.if_missing:
-        from purchasing_power.storage import filesystem_for
-
-        if filesystem_for(out).exists(out):
-            print(f"demo source exists, left as is: {out}")
-            return 0
-    try:
-        df = generate_demo_transactions(n_customers=args.customers, start=args.start, end=args.end, seed=args.seed)
-    except ValueError as exc:
-        parser.error(str(exc))
-    from purchasing_power.storage import atomic_write_bytes
-
-    atomic_write_bytes(out, to_parquet_bytes(df))
-    print(
-        f"wrote {len(df):,} rows, {df['InvoiceNo'].nunique():,} invoices, "
-        f"{df['CustomerID'].nunique():,} customers, {df['InvoiceDate'].min()} .. {df['InvoiceDate'].max()} to {out}"
-    )
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

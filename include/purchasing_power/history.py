@@ -1,0 +1,133 @@
+"""Reading what earlier stages stored for a source: the clean history and point-in-time features.
+
+:func:`load_clean_history` reads the daily clean partitions. :class:`RunData` is what the train,
+evaluate, gate, score and report steps of one run read: the clean history through the run's day
+(loaded on first use, so a step that only reads stored features, models or decisions never pays
+for it), the text-vector lookup, and the feature store (features of a day are computed once and
+stored; they depend only on the data before that day + 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from purchasing_power.features import build_features
+from purchasing_power.settings import Settings
+from purchasing_power.storage import CLEAN_FILE, FEATURES_FILE, Workspace
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+def load_clean_history(
+    settings: Settings,
+    day: date,
+    *,
+    through: date | None = None,
+    since: date | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """All clean rows with ``since`` <= invoice day <= ``through`` (default: from the first day
+    through ``day``), concatenated in day order; ``columns``: only these."""
+    store = Workspace.for_settings(settings).per_source
+    last = through or day
+    days = [d for d in store.list_days("clean", CLEAN_FILE) if d <= last]
+    if last not in days:
+        raise FileNotFoundError(f"no clean partition for {last} under {store.path('clean')}: run clean first")
+    days = [d for d in days if since is None or d >= since]
+    return store.read_parquet_many([store.path("clean", d, CLEAN_FILE) for d in days], columns=columns)
+
+
+def text_vectors_key(settings: Settings) -> str:
+    """Identity of the text vectors features are built with (model and revision), or ``notext``."""
+    if not settings.use_text:
+        return "notext"
+    from purchasing_power.embedding import resolve_model
+
+    ref = resolve_model(settings.embed_model)
+    return hashlib.sha256(f"{ref.model_id}\0{ref.revision}".encode()).hexdigest()[:10]
+
+
+@dataclass
+class RunData:
+    """The stored data one run of ``day`` reads (see the module docstring)."""
+
+    settings: Settings
+    day: date
+    ws: Workspace
+    text_key: str
+    vectors: Any = None
+    _tx: pd.DataFrame | None = None
+    _features: dict[date, pd.DataFrame] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: Settings, day: date, tx: pd.DataFrame | None = None) -> RunData:
+        ws = Workspace.for_settings(settings)
+        key = text_vectors_key(settings)
+        vectors = None
+        if settings.use_text:
+            from purchasing_power.embedding import load_vectors
+
+            vectors = lambda texts: load_vectors(texts, ws.root, settings)  # noqa: E731
+        return cls(settings=settings, day=day, ws=ws, text_key=key, vectors=vectors, _tx=tx)
+
+    @property
+    def tx(self) -> pd.DataFrame:
+        """The clean history with invoice day <= the run's day."""
+        if self._tx is None:
+            self._tx = load_clean_history(self.settings, self.day)
+        return self._tx
+
+    @property
+    def first_day(self) -> date:
+        """The first invoice day with a clean row (read from the first non-empty daily partition
+        when the history itself has not been loaded)."""
+        if self._tx is not None:
+            if self._tx.empty:
+                raise ValueError(f"no clean transactions up to {self.day}")
+            return self._tx["invoice_ts"].min().date()
+        store = self.ws.per_source
+        for d in store.list_days("clean", CLEAN_FILE):
+            if d > self.day:
+                break
+            ts = store.read_parquet(store.path("clean", d, CLEAN_FILE), columns=["invoice_ts"])["invoice_ts"]
+            if len(ts):
+                return ts.min().date()
+        raise ValueError(f"no clean transactions up to {self.day}")
+
+    def history_since(self, since: date) -> pd.DataFrame:
+        """Clean rows with invoice day in [since, the run's day]: from the loaded history when
+        there is one, else read from those daily partitions only (customer, time and value)."""
+        import pandas as pd
+
+        if self._tx is not None:
+            return self._tx[self._tx["invoice_ts"] >= pd.Timestamp(since)]
+        return load_clean_history(self.settings, self.day, since=since, columns=["customer_id", "invoice_ts", "line_value"])
+
+    def history_until(self, anchor: date) -> pd.DataFrame:
+        """Clean rows with invoice day <= ``anchor``."""
+        import pandas as pd
+
+        return self.tx[self.tx["invoice_ts"] < pd.Timestamp(anchor) + pd.Timedelta(days=1)]
+
+    def feature_path(self, as_of: date) -> str:
+        return self.ws.per_source.path("features", as_of, FEATURES_FILE.format(text_key=self.text_key))
+
+    def features(self, as_of: date, *, refresh: bool = False) -> pd.DataFrame:
+        """Point-in-time features at ``as_of``, stored once computed (they depend only on data
+        before as_of+1). ``refresh`` recomputes them (the run's own day, whose raw data a rerun
+        may have re-extracted)."""
+        if as_of in self._features and not refresh:
+            return self._features[as_of]
+        store = self.ws.per_source
+        path = self.feature_path(as_of)
+        if not refresh and store.exists(path):
+            f = store.read_parquet(path).set_index("customer_id")
+        else:
+            f = build_features(self.tx, as_of, self.vectors)
+            store.write_parquet(f.reset_index(), path)
+        self._features[as_of] = f
+        return f
