@@ -5,7 +5,7 @@
 #
 # It is the official Airflow image plus the project's pinned runtime requirements (requirements.txt;
 # the development and test tools of requirements-dev.txt stay out) and its code (dags/, include/,
-# plugins/) baked in. No credentials and no data are in the image: connections,
+# plugins/, deploy/) baked in. No credentials and no data are in the image: connections,
 # keys and passwords come from the environment at run time (.env, see .env.example).
 #
 # torch: requirements.txt pins torch==2.13.0; from PyPI on linux/x86_64 that is the CUDA build, so
@@ -32,6 +32,8 @@ ENV PYTHONPATH=/opt/airflow/include \
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
+# deploy/check_secrets.py: the first step of the secrets-check and airflow-init services.
+COPY --chown=airflow:0 deploy/ /opt/airflow/deploy/
 
 # Fail the build, not the first task, if the code or the pinned set does not import: the Dag
 # module, the stage runner, the providers the stack needs (Celery, Amazon/S3 through s3fs, FAB)

@@ -51,11 +51,18 @@ export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL ?= 1
 export AIRFLOW__LOGGING__NAMESPACE_LEVELS ?= airflow.jobs.scheduler_job_runner=WARNING http.access=WARNING
 
 # `make backfill`: runs the Dag's scheduled days over a logical-date range with a real scheduler.
-#   START, END        logical dates, inclusive (`airflow backfill create --from-date/--to-date`); the
-#                     @daily run with logical date L covers day D = L - 1 (see the Dag doc), so
-#                     START=2024-12-20 END=2024-12-22 predicts as of the ends of 2024-12-19 .. 12-21.
+#   START, END        days, inclusive (`airflow backfill create --from-date/--to-date`): logical date D
+#                     covers day D (a daily data interval, see the Dag doc), so START=2024-12-20
+#                     END=2024-12-22 predicts as of the ends of 2024-12-20 .. 12-22, like
+#                     `make run DAY=2024-12-20` .. `DAY=2024-12-22`.
+#   SOURCE, COLUMN_MAP the backfill's conf, as for `make run` (empty: the Dag's Param defaults)
 #   REPROCESS         --reprocess-behavior: completed (default: a rerun recomputes days that already
 #                     have a run, failed or successful) | failed (only failed ones) | none (skip them)
+#   REPLACE_STALE     Airflow reruns an existing run with the conf it was created with, not the
+#                     backfill's: before creating the backfill, runs it would rerun with another conf
+#                     (another source, force_retrain, another day) are listed and the backfill is
+#                     refused; REPLACE_STALE=1 deletes those runs (REST API) so that the backfill
+#                     creates them anew with its own conf (or use REPROCESS=none to leave them)
 #   MAX_ACTIVE_RUNS   --max-active-runs of the backfill (default 4: days overlap; the tasks that
 #                     write shared history/model partitions run one instance at a time anyway)
 #   BACKFILL_TIMEOUT  stop waiting after N seconds (0: wait until every run has finished)
@@ -65,11 +72,12 @@ export AIRFLOW__LOGGING__NAMESPACE_LEVELS ?= airflow.jobs.scheduler_job_runner=W
 # $(AIRFLOW_HOME)/run/) unless they already run (e.g. under `make ui`), and keep running after the
 # backfill: `make airflow-stop` ends them (`make ui` does it first, `make metadb-stop` too; stop
 # `make ui` itself before `make metadb-stop`). Ctrl-C stops only the waiting, not the backfill.
-# The Dag is unpaused (a backfill's runs only start on an unpaused Dag; being @daily with
-# catchup=False, unpausing also starts its run for the latest day). Exit status 1 if any run failed.
+# The Dag is unpaused (a backfill's runs only start on an unpaused Dag; being daily with
+# catchup=False, unpausing also starts its run for the latest complete day). Exit status 1 if any run failed.
 START ?=
 END ?=
 REPROCESS ?= completed
+REPLACE_STALE ?=
 MAX_ACTIVE_RUNS ?= 4
 BACKFILL_TIMEOUT ?= 0
 API_HOST ?= 127.0.0.1
@@ -85,7 +93,7 @@ help:
 	@echo "make run     # set up, generate demo data, run one day end to end (DAY=, SOURCE=, COLUMN_MAP=)"
 	@echo "make test    # set up and run the test suite"
 	@echo "make ui      # airflow standalone with this project"
-	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  # backfill logical dates with a scheduler"
+	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  # backfill those days (logical date D covers day D) with a scheduler"
 	@echo "make backfill-wait  # wait for the newest backfill (e.g. one made in the UI) and summarise it"
 	@echo "make airflow-stop / make metadb-stop  # stop background Airflow services / the embedded PostgreSQL"
 	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill)"
@@ -110,15 +118,19 @@ airflow-db: $(STAMP)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }; \
 	$(BIN)/airflow pools set gpu 1 "GPU embedding slots" > /dev/null
 
+# `make run DAY=D`: one Dag run at logical date D (it covers day D, as a backfill's run of D does)
+# with conf {"day": D, ...}; done only when the run's publish task succeeded for D and D's
+# predictions and metrics exist (a run that executed no task is a failure, not "done").
 run: demo airflow-db
 	@$(METADB); \
-	conf=$$($(BIN)/python -m purchasing_power.cli conf --day $(DAY) --source '$(SOURCE)' --column-map '$(COLUMN_MAP)'); \
-	logical=$$($(BIN)/python -m purchasing_power.cli next-day $(DAY)); \
-	echo "running purchasing_power_daily for $(DAY) (logical date $$logical) conf=$$conf"; \
+	conf=$$($(BIN)/python -m purchasing_power.cli conf --day $(DAY) --source '$(SOURCE)' --column-map '$(COLUMN_MAP)') || exit 1; \
+	echo "running purchasing_power_daily for day $(DAY) (logical date $(DAY)) conf=$$conf"; \
 	start=$$(date +%s); \
-	$(BIN)/airflow dags test purchasing_power_daily "$$logical" --conf "$$conf" > $(AIRFLOW_HOME)/last-run.log 2>&1 \
+	$(BIN)/airflow dags test purchasing_power_daily "$(DAY)" --conf "$$conf" > $(AIRFLOW_HOME)/last-run.log 2>&1 \
 	  || { grep -E "ERROR|Error|Traceback|raise|Exception" $(AIRFLOW_HOME)/last-run.log | tail -40; echo "run failed; full log: $(AIRFLOW_HOME)/last-run.log"; exit 1; }; \
 	grep -q "state=failed\|DagRunState.FAILED" $(AIRFLOW_HOME)/last-run.log && { grep -E "ERROR|Traceback|Error" $(AIRFLOW_HOME)/last-run.log | tail -40; echo "run failed; full log: $(AIRFLOW_HOME)/last-run.log"; exit 1; }; \
+	PURCHASING_POWER_SOURCE='$(SOURCE)' $(BIN)/python -m purchasing_power.cli check-run --day $(DAY) --log $(AIRFLOW_HOME)/last-run.log \
+	  || { echo "run failed: it did not publish $(DAY); full log: $(AIRFLOW_HOME)/last-run.log"; exit 1; }; \
 	echo "done in $$(( $$(date +%s) - start )) s; log: $(AIRFLOW_HOME)/last-run.log"; \
 	PURCHASING_POWER_SOURCE='$(SOURCE)' $(BIN)/python -m purchasing_power.cli summary --day $(DAY)
 
@@ -174,15 +186,18 @@ backfill-wait: $(STAMP)
 	@$(BACKFILL_WAIT)
 
 backfill-args:
-	@test -n "$(START)" && test -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD [REPROCESS=completed|failed|none] [MAX_ACTIVE_RUNS=1]"; exit 2; }
+	@test -n "$(START)" && test -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD [SOURCE=...] [COLUMN_MAP=...] [REPROCESS=completed|failed|none] [REPLACE_STALE=1] [MAX_ACTIVE_RUNS=1]"; exit 2; }
 	@date -ud '$(START)' > /dev/null && date -ud '$(END)' > /dev/null || { echo "START/END must be dates (YYYY-MM-DD)"; exit 2; }
 
 backfill: backfill-args demo airflow-services
 	@$(METADB); start=$$(date +%s); \
-	echo "backfill $(DAG_ID): logical dates $(START) .. $(END) = days $$(date -ud '$(START) -1 day' +%F) .. $$(date -ud '$(END) -1 day' +%F)"; \
+	conf=$$($(BIN)/python -m purchasing_power.cli conf --source '$(SOURCE)' --column-map '$(COLUMN_MAP)') || exit 1; \
+	echo "backfill $(DAG_ID): days (= logical dates) $(START) .. $(END), conf=$$conf"; \
 	$(BIN)/airflow dags reserialize > $(RUN_DIR)/reserialize.log 2>&1 || { tail -30 $(RUN_DIR)/reserialize.log; exit 1; }; \
+	$(BIN)/python $(PROJECT)/tools/airflow_rest.py backfill-check --dag-id $(DAG_ID) --api-url http://localhost:$(API_PORT) \
+	  --from-date $(START) --to-date $(END) --reprocess $(REPROCESS) --conf "$$conf" $(if $(filter 1 yes true,$(REPLACE_STALE)),--replace-stale) || exit 1; \
 	$(BIN)/airflow dags unpause $(DAG_ID) -y > /dev/null || exit 1; \
-	$(BIN)/airflow backfill create --dag-id $(DAG_ID) --from-date $(START) --to-date $(END) \
+	$(BIN)/airflow backfill create --dag-id $(DAG_ID) --from-date $(START) --to-date $(END) --dag-run-conf "$$conf" \
 	  --reprocess-behavior $(REPROCESS) --max-active-runs $(MAX_ACTIVE_RUNS) > $(RUN_DIR)/backfill-create.log 2>&1 \
 	  || { tail -30 $(RUN_DIR)/backfill-create.log; \
 	       grep -q "Another backfill is running" $(RUN_DIR)/backfill-create.log \

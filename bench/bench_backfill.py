@@ -1,8 +1,8 @@
 """``make bench-backfill``: backfill a whole year of the real UCI data with the real scheduler.
 
 A private Airflow (``tools/localairflow.py``: embedded PostgreSQL, scheduler with the
-preloading LocalExecutor, dag-processor, api-server) backfills logical dates START..END of
-``purchasing_power_daily`` (default 2011-01-01..2011-12-10, i.e. the days 2010-12-31..2011-12-09)
+preloading LocalExecutor, dag-processor, api-server) backfills the days START..END of
+``purchasing_power_daily`` (logical date D covers day D; default 2010-12-31..2011-12-09)
 over ``../shared/datasets/online_retail.parquet``, from empty storage. Reported into
 ``bench/results/backfill.json``: wall time (backfill created -> every run finished), runs/min,
 per-task p50/p95 durations, how many tasks ran / were skipped, peak memory of the Airflow
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,8 +198,8 @@ def verify_day(day: date, storage: Path, source: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", default=str(ROOT.parent / "shared" / "datasets" / "online_retail.parquet"))
-    ap.add_argument("--start", default="2011-01-01", help="first logical date (covers the day before)")
-    ap.add_argument("--end", default="2011-12-10", help="last logical date")
+    ap.add_argument("--start", default="2010-12-31", help="first day (= logical date)")
+    ap.add_argument("--end", default="2011-12-09", help="last day (= logical date)")
     ap.add_argument("--max-active-runs", type=int, default=4)
     ap.add_argument("--parallelism", type=int, default=4, help="LocalExecutor worker processes")
     ap.add_argument("--gpu-slots", type=int, default=1,
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in states.values():
         counts[s] = counts.get(s, 0) + 1
     result = {
-        "what": f"airflow backfill of {DAG_ID}, logical dates {start}..{end} (days {start - timedelta(days=1)}..{end - timedelta(days=1)}), "
+        "what": f"airflow backfill of {DAG_ID}, days (= logical dates) {start}..{end}, "
                 f"real scheduler + dag-processor + api-server on the embedded PostgreSQL, from empty storage",
         "source": source,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},

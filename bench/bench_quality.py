@@ -190,7 +190,7 @@ def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int,
         "bgnbd": np.nan_to_num(feats[BASELINE_P].to_numpy(dtype=np.float64)),
         "bgnbd_expected": np.nan_to_num(feats["bgnbd_expected_purchases"].to_numpy(dtype=np.float64)),
     }
-    deployed = deployed_bundle(decision)
+    deployed = deployed_bundle(decision, data.ws.per_source)
     if deployed.purchase is not None:  # what scoring gives without the daily recalibration
         purchase["champion_fit_calibration"] = deployed.predict(feats)[0]
     if candidate is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any, Mapping
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from purchasing_power.settings import DEFAULT_EMBED_MODEL
 
@@ -21,10 +22,19 @@ Predicts, for every customer, **as of the end of day D**:
 `p_purchase_30d` (probability of a purchase in [D+1, D+31)), `expected_spend_90d` (GBP over
 [D+1, D+91)), a `tier` (high / medium / low by expected spend) and the `model_version` that scored it.
 
-**Which day a run covers.** The `@daily` cron timetable fires at 00:00 of D+1, once D is over:
-a run with logical date L covers **D = L − 1 day**. A manual run covers the `day` Param if set,
-otherwise the day before it was triggered. Backfilling `2011-09-01..2011-09-30` covers D =
-2011-08-31 .. 2011-09-29.
+**Which day a run covers: logical date D covers day D.** The timetable is a daily data interval
+(`CronDataIntervalTimetable("0 0 * * *", "UTC")`): the run with logical date D has the interval
+[D 00:00, D+1 00:00) UTC and starts once D is over. Backfilling `2011-09-01..2011-09-30` (here or
+`make backfill START=2011-09-01 END=2011-09-30`) predicts as of the ends of 2011-09-01 ..
+2011-09-30, as `make run DAY=2011-09-01` does for its day. A manual run covers the `day` Param if
+set, else the day of its logical date when that is 00:00 UTC, else (the trigger form's "now", or no
+logical date) the last complete day before it. The start date (2000-01-01) lies before any
+source's first day: every day runs (catchup is off: unpausing starts only the latest day).
+
+**One run of a day at a time.** Each task takes or renews its run's lease on the day
+(`runs/ds=D/lease.json`, run id and expiry); publish releases it, and so does a task failing for
+good. A task of another run of the same day fails while the lease is live (naming the run that
+holds it and the expiry) and retries later; a crashed run's lease is taken over once expired.
 
 ```
 extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → features → train (SMOTE inside) → evaluate → gate → score → publish
@@ -53,16 +63,13 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
 Only storage paths go through XCom. Reruns overwrite; nothing duplicates.
 """
 
-default_args = {
-    "owner": "purchasing-power",
-    "retries": 1,
-    "retry_delay": timedelta(seconds=30),
-}
 
-
-def _when() -> tuple[dict, object, object]:
-    ctx = get_current_context()
-    return ctx["params"], ctx.get("logical_date"), getattr(ctx["dag_run"], "run_after", None)
+def _when(ctx: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the pipeline needs to know of the run: its Params, the dates that tell the day it
+    covers (``calendar.resolve_day``) and its id (the day's lease)."""
+    ctx = ctx or get_current_context()
+    return {"params": ctx["params"], "logical_date": ctx.get("logical_date"),
+            "run_after": getattr(ctx["dag_run"], "run_after", None), "run_id": ctx["run_id"]}
 
 
 def _run(stage: str) -> str:
@@ -70,7 +77,7 @@ def _run(stage: str) -> str:
     from purchasing_power.pipeline import run_stage
 
     try:
-        return run_stage(stage, *_when())
+        return run_stage(stage, **_when())
     except InputError as exc:  # bad input: retrying cannot help, fail now with the reason
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -81,10 +88,25 @@ def _run(stage: str) -> str:
         raise AirflowSkipException(f"{stage}: {exc}") from exc
 
 
+def _release_day(context: Mapping[str, Any]) -> None:
+    """on_failure_callback: a task failed for good, its run ends: free the day for a rerun."""
+    from purchasing_power.pipeline import release_day_lease
+
+    release_day_lease(**_when(context))
+
+
+default_args = {
+    "owner": "purchasing-power",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=30),
+    "on_failure_callback": _release_day,
+}
+
+
 @dag(
     dag_id="purchasing_power_daily",
-    schedule="@daily",
-    start_date=pendulum.datetime(2010, 12, 2, tz="UTC"),
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,
     max_active_tasks=8,
@@ -97,7 +119,7 @@ def _run(stage: str) -> str:
             type=["null", "string"],
             format="date",
             title="Day (as of)",
-            description="Predict as of the end of this day (YYYY-MM-DD). Empty: the day before the run's logical date.",
+            description="Predict as of the end of this day (YYYY-MM-DD). Empty: the day of the run's logical date (00:00 UTC), else the last complete day.",
         ),
         "source": Param(
             os.environ.get("PURCHASING_POWER_SOURCE", ""),
@@ -148,13 +170,13 @@ def purchasing_power_daily():
         """Split the texts the embedding cache lacks into shards; returns the shard paths."""
         from purchasing_power.pipeline import run_embed_plan
 
-        return run_embed_plan(*_when())
+        return run_embed_plan(**_when())
 
     @task(queue="gpu", pool="gpu", doc_md="Embed one shard of new texts into the cache (GPU when available, CPU fallback logged).")
     def embed(shard: str) -> str:
         from purchasing_power.pipeline import run_embed_shard
 
-        return run_embed_shard(shard, *_when())
+        return run_embed_shard(shard, **_when())
 
     @task(trigger_rule="none_failed")
     def features(_: object) -> list[str]:
@@ -162,7 +184,7 @@ def purchasing_power_daily():
         day's anchor still needs a model, [] when it is decided (train then maps to nothing)."""
         from purchasing_power.pipeline import run_features
 
-        return run_features(*_when())
+        return run_features(**_when())
 
     # Mapped over features' answer: zero instances (skipped, no process) once the anchor is
     # decided. One instance at a time across runs: concurrent days of one undecided anchor (a

@@ -94,15 +94,18 @@ def as_raw_partition() -> Callable[[pd.DataFrame], pd.DataFrame]:
 @pytest.fixture
 def settings_factory(tmp_path, tiny_raw) -> Callable[..., Settings]:
     """``make(frame=None, name="transactions.parquet", **overrides)``: write ``frame`` (default:
-    ``tiny_raw``) to a Parquet source under tmp_path and return Settings with
-    ``storage=tmp_path/'data'`` and ``source`` pointing at that file."""
+    ``tiny_raw``) to a source under tmp_path (CSV when ``name`` ends with ``.csv``, else Parquet)
+    and return Settings with ``storage=tmp_path/'data'`` and ``source`` pointing at that file."""
 
     def make(frame: pd.DataFrame | None = None, name: str = "transactions.parquet", **overrides: Any) -> Settings:
         df = tiny_raw if frame is None else frame
         src_dir = tmp_path / "source"
         src_dir.mkdir(parents=True, exist_ok=True)
         path = src_dir / name
-        df.to_parquet(path, index=False)
+        if name.endswith(".csv"):
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
         kw: dict[str, Any] = {"storage": str(tmp_path / "data"), "source": str(path)}
         kw.update(overrides)
         return Settings(**kw).validated()

@@ -3,7 +3,8 @@
 
 It reads and drives a running api-server (one runs whenever a backfill runs: ``make ui``,
 ``make airflow-services``/``make backfill``, :class:`localairflow.LocalAirflow`): Dags, backfills,
-Dag runs and task instances. Standard library only.
+Dag runs and task instances. Standard library only (:func:`backfill_check` also reads the
+project's ``purchasing_power.calendar``). As a script: ``backfill-check`` (``make backfill``).
 
 Authentication is the simple auth manager's (the one this project's Airflow uses): ``POST
 /auth/token`` with a user and its password, by default from the passwords file the api-server
@@ -153,6 +154,22 @@ class AirflowAPI:
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/api/v2/dags/{quote(dag_id, safe='')}", {"is_paused": False})
 
+    def param_defaults(self, dag_id: str) -> dict[str, Any]:
+        """The Dag's Params and their default values (what a run without that conf key gets)."""
+        params = self.request("GET", f"/api/v2/dags/{quote(dag_id, safe='')}/details").get("params") or {}
+        return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in params.items()}
+
+    # -- Dag runs ------------------------------------------------------------------------------------
+    def dag_runs(self, dag_id: str, from_date: str, to_date: str) -> list[dict[str, Any]]:
+        """The Dag's runs with a logical date in [from_date, to_date] (ISO dates, UTC), conf included."""
+        return self.pages(f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns", "dag_runs",
+                          logical_date_gte=f"{from_date}T00:00:00Z", logical_date_lte=f"{to_date}T00:00:00Z",
+                          order_by="logical_date")
+
+    def delete_dag_run(self, dag_id: str, run_id: str) -> None:
+        """Delete a Dag run and its task instances (``DELETE /api/v2/dags/{dag_id}/dagRuns/{run_id}``)."""
+        self.request("DELETE", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}")
+
     # -- backfills -----------------------------------------------------------------------------------
     def create_backfill(self, dag_id: str, from_date: str, to_date: str, *, reprocess_behavior: str = "none",
                         max_active_runs: int = 10, dag_run_conf: dict | None = None) -> dict[str, Any]:
@@ -253,3 +270,53 @@ def backfill_wait(api: AirflowAPI, dag_id: str, backfill_id: int | None = None, 
         print(f"  {parse_time(r['logical_date']):%Y-%m-%d}  skipped  ({reason}) {r['dag_run_id']}", file=out)
     print("summary: " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no runs"), file=out)
     return 1 if counts.get("failed") else 0
+
+
+def backfill_check(api: AirflowAPI, dag_id: str, from_date: str, to_date: str, conf: Mapping[str, Any] | None,
+                   reprocess: str, *, replace_stale: bool = False, out: TextIO = sys.stdout) -> int:
+    """Before a backfill of logical dates [from_date, to_date] with ``conf`` is created: the runs
+    it would rerun with a conf other than its own (``calendar.stale_runs``; Airflow reruns an
+    existing run with the conf it was created with). None: 0. Some: list them with their conf and
+    return 1, or with ``replace_stale`` delete them (the backfill then creates them anew with its
+    conf) and return 0."""
+    from purchasing_power.calendar import stale_runs
+
+    runs = api.dag_runs(dag_id, from_date, to_date)
+    stale = stale_runs(runs, conf or {}, reprocess, api.param_defaults(dag_id))
+    if not stale:
+        return 0
+    print(f"{len(stale)} existing run(s) of {dag_id} in {from_date} .. {to_date} would be rerun (reprocess "
+          f"{reprocess}) with their own conf, not the backfill's {json.dumps(dict(conf or {}), sort_keys=True)}:", file=out)
+    for run in stale:
+        print(f"  {str(run['logical_date'])[:10]}  {str(run['state']):<8} {run['dag_run_id']}  conf="
+              f"{json.dumps(run.get('conf') or {}, sort_keys=True)}", file=out)
+    if not replace_stale:
+        print("refusing to create the backfill. Either REPLACE_STALE=1 (delete those runs, so that the backfill "
+              "creates them anew with its own conf), or REPROCESS=none (leave those days as they are).", file=out)
+        return 1
+    for run in stale:
+        api.delete_dag_run(dag_id, run["dag_run_id"])
+        print(f"  deleted {run['dag_run_id']}", file=out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="tools/airflow_rest.py")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("backfill-check", help="refuse (exit 1) when a backfill would rerun runs with another conf")
+    c.add_argument("--dag-id", required=True)
+    c.add_argument("--api-url", required=True)
+    c.add_argument("--from-date", required=True)
+    c.add_argument("--to-date", required=True)
+    c.add_argument("--reprocess", default="completed", choices=["none", "failed", "completed"])
+    c.add_argument("--conf", default="{}", help="the backfill's conf (JSON)")
+    c.add_argument("--replace-stale", action="store_true", help="delete the stale runs instead of refusing")
+    args = ap.parse_args(argv)
+    return backfill_check(AirflowAPI(args.api_url), args.dag_id, args.from_date, args.to_date, json.loads(args.conf),
+                          args.reprocess, replace_stale=args.replace_stale)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

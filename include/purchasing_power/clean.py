@@ -10,11 +10,12 @@ day the return happened, so a later return never changes what was known earlier.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from typing import TYPE_CHECKING, Any, Callable
 
-from purchasing_power.schemas import CANONICAL_COLUMNS, CLEAN_COLUMNS, QUARANTINE_REASONS, RAW_TEXT_COLUMNS
+from purchasing_power.schemas import CANONICAL_COLUMNS, CLEAN_COLUMNS, MAX_EXACT_FLOAT_INT, QUARANTINE_REASONS, RAW_TEXT_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -42,8 +43,37 @@ def normalise_texts(values: pd.Series) -> pd.Series:
     return values.map(mapping).fillna("").astype(object)
 
 
+def _is_non_finite_text(value: Any) -> bool:
+    """Whether ``value`` is text that reads as a non-finite float ("nan", "inf", "1e400")."""
+    try:
+        return not math.isfinite(float(str(value).strip()))
+    except ValueError:
+        return False
+
+
+def non_finite(values: pd.Series, original: pd.Series) -> pd.Series:
+    """Rows whose number (float64) is infinite, or missing while its original text reads as a
+    non-finite float ("nan", "inf", "1e400": extract could not keep it as a finite number)."""
+    import numpy as np
+    import pandas as pd
+
+    numbers = values.to_numpy(dtype="float64")
+    mask = np.isinf(numbers)
+    unread = np.flatnonzero(np.isnan(numbers) & original.notna().to_numpy())  # few rows: test each text
+    mask[unread] = [_is_non_finite_text(text) for text in original.to_numpy()[unread]]
+    return pd.Series(mask, index=values.index)
+
+
 def clean_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a raw partition into (clean, quarantine). Pure function over a DataFrame."""
+    """Split a raw partition into (clean, quarantine). Pure function over a DataFrame.
+
+    A row gets the first reason that applies, checked in this order: unparseable_date,
+    missing_invoice, missing_stock_code, non_finite_number (Quantity, UnitPrice, CustomerID),
+    missing_customer, invalid_customer, customer_out_of_range, invalid_quantity,
+    quantity_out_of_range, zero_quantity, invalid_price, non_positive_price, price_out_of_range,
+    negative_quantity_without_cancellation, cancellation_with_positive_quantity,
+    non_sale_adjustment, duplicate_line. Numbers are checked for being finite and within
+    float64's exact integers before anything casts them to int64."""
     import numpy as np
     import pandas as pd
 
@@ -78,12 +108,18 @@ def clean_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     flag(raw["InvoiceDate"].isna(), "unparseable_date", shown("InvoiceDate", raw["InvoiceDate"]))
     flag(invoice.isna() | (invoice == ""), "missing_invoice", "InvoiceNo is empty")
+    flag(stock.isna() | (stock == ""), "missing_stock_code", "StockCode is empty")
+    for col, values in (("Quantity", qty), ("UnitPrice", price), ("CustomerID", cust)):
+        flag(non_finite(values, raw[f"{col}_raw"]), "non_finite_number", shown(col, values))
     flag(cust.isna() & raw["CustomerID_raw"].isna(), "missing_customer", "CustomerID is empty (guest checkout)")
     flag(cust.isna() | (cust <= 0) | (cust != np.floor(cust)), "invalid_customer", shown("CustomerID", cust))
+    flag(cust >= MAX_EXACT_FLOAT_INT, "customer_out_of_range", shown("CustomerID", cust))
     flag(qty.isna() | (qty != np.floor(qty)), "invalid_quantity", shown("Quantity", qty))
+    flag(qty.abs() >= MAX_EXACT_FLOAT_INT, "quantity_out_of_range", shown("Quantity", qty))
     flag(qty == 0, "zero_quantity", "Quantity=0")
     flag(price.isna(), "invalid_price", shown("UnitPrice", price))
     flag(price <= 0, "non_positive_price", shown("UnitPrice", price))
+    flag(price >= MAX_EXACT_FLOAT_INT, "price_out_of_range", shown("UnitPrice", price))
     flag((qty < 0) & ~is_c, "negative_quantity_without_cancellation", shown("Quantity", qty, suffix=True))
     flag((qty > 0) & is_c, "cancellation_with_positive_quantity", shown("Quantity", qty, suffix=True))
     flag(stock.isin(NON_SALE_CODES), "non_sale_adjustment", lambda m: "StockCode=" + stock[m].fillna(""))

@@ -3,7 +3,10 @@ stage it once per version so that a day's extract reads only its own rows.
 
 The source file is read and normalised once per *version* (its size and modification time, or
 ETag on object storage) into ``staged/`` (``stage_source``); an extract of an unchanged source
-then reads only the days it writes. A corrected or replaced source file is a new version.
+then reads only the days it writes. A corrected or replaced source file is a new version; the
+staged index's per-day row counts and content hashes tell which days' rows it changed.
+``staged/`` also holds the manifests that record what each raw and clean partition was made
+from (:data:`RAW_MANIFEST`, :data:`CLEAN_MANIFEST`).
 """
 
 from __future__ import annotations
@@ -13,51 +16,134 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from purchasing_power.errors import SourceError
-from purchasing_power.schemas import CANONICAL_COLUMNS, ONLINE_RETAIL_II_MAP, raw_schema
+from purchasing_power.schemas import CANONICAL_COLUMNS, MAX_EXACT_FLOAT_INT, ONLINE_RETAIL_II_MAP, raw_schema
 from purchasing_power.settings import Settings
-from purchasing_power.storage import STAGED_DATED, STAGED_INDEX, STAGED_UNDATED, Workspace, filesystem_for, strip_conn
+from purchasing_power.storage import CLEAN_MANIFEST, RAW_MANIFEST, STAGED_DATED, STAGED_INDEX, STAGED_UNDATED, Storage, Workspace, filesystem_for, strip_conn
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
+
 def read_source(source: str, column_map: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a Parquet or CSV transaction file (path or fsspec URI) and return it with the
-    canonical column names. Raises :class:`SourceError` naming the file and columns on drift."""
-    import pandas as pd
-    import pyarrow.parquet as pq
+    canonical column names.
 
-    fs = filesystem_for(source)
+    The file's bytes are fetched first: an I/O error (network, timeout, an object store's 5xx)
+    propagates as it is, so the task is retried. Only what is wrong with the bytes themselves
+    (not Parquet, not CSV, a truncated or ragged CSV row, a missing or clashing column) is a
+    :class:`SourceError`, which fails the task at once."""
+    fs = _source_fs(source)
     if not fs.exists(source):
         raise FileNotFoundError(f"source file not found: {source}")
+    with fs.open(source, "rb") as fh:
+        data = fh.read()
+    return map_columns(parse_source(data, source), column_map or {}, source=source)
+
+
+def _source_fs(source: str) -> Any:
+    """The source's file system, with what it cached about the file dropped: a long-lived
+    process must see the file as it is now (a new version), not a listing from earlier."""
+    fs = filesystem_for(source)
+    fs.invalidate_cache(source)
+    return fs
+
+
+def parse_source(data: bytes, source: str) -> pd.DataFrame:
+    """The table in ``data``, the bytes of ``source`` (CSV by its name, else Parquet); CSV
+    values stay text. Any failure is a :class:`SourceError` naming the file."""
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     lower = source.lower()
     try:
-        with fs.open(source, "rb") as fh:
-            if lower.endswith((".csv", ".csv.gz", ".txt")):
-                df = pd.read_csv(fh, dtype=str, keep_default_na=True, compression="infer" if not lower.endswith(".gz") else "gzip")
-            else:
-                df = pq.read_table(fh).to_pandas()
+        if lower.endswith((".csv", ".csv.gz", ".txt")):
+            if lower.endswith(".gz"):
+                import gzip
+
+                data = gzip.decompress(data)
+            check_csv_rows(data, source)
+            return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=True, on_bad_lines="error")
+        return pq.read_table(pa.BufferReader(data)).to_pandas()
+    except (SourceError, MemoryError):
+        raise
     except Exception as exc:
         raise SourceError(f"cannot read source {source}: {type(exc).__name__}: {exc}") from exc
-    return map_columns(df, column_map or {}, source=source)
+
+
+def check_csv_rows(data: bytes, source: str) -> None:
+    """Every CSV record has as many fields as the header: a row with fewer (a file cut off
+    mid-line, e.g. half uploaded) or more is a :class:`SourceError` naming the file and the line
+    (records counted from the header as line 1; a quoted value may span lines). pandas alone
+    would fill a short row with missing values and load it silently. Blank lines are skipped,
+    as pandas does."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    bad: list[Any] = []
+
+    def on_invalid(row: Any) -> str:
+        if not row.text.strip():
+            return "skip"
+        bad.append(row)
+        return "error"
+
+    try:
+        pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(use_threads=False),  # rows keep their numbers
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(include_columns=[]),
+        )
+    except Exception:
+        if not bad:  # not a row-shape problem (empty file, not text): pandas reports it
+            return
+    if bad:
+        row = bad[0]
+        text = row.text if len(row.text) <= 200 else row.text[:200] + "..."
+        raise SourceError(
+            f"source {source}: line {row.number} has {row.actual_columns} of {row.expected_columns} fields; "
+            f"the file is truncated or malformed: {text!r}"
+        )
 
 
 def map_columns(df: pd.DataFrame, column_map: dict[str, str], *, source: str = "<frame>") -> pd.DataFrame:
     """Rename source columns onto the canonical schema.
 
     An explicit ``column_map`` (source name → canonical name) wins. Without one, the column
-    names of UCI "Online Retail II" are recognised. Extra columns are dropped; a missing
-    canonical column is an error that lists what the file has."""
+    names of UCI "Online Retail II" are recognised (for canonical columns the file lacks).
+    Extra columns are dropped. A missing canonical column, a map onto a column the file already
+    has, or two columns mapped onto one are errors that list what the file has."""
     mapping = dict(column_map)
     if not mapping and not set(CANONICAL_COLUMNS) <= set(df.columns):
-        mapping = {k: v for k, v in ONLINE_RETAIL_II_MAP.items() if k in df.columns}
+        mapping = {k: v for k, v in ONLINE_RETAIL_II_MAP.items() if k in df.columns and v not in df.columns}
     unknown = sorted(set(mapping) - set(df.columns))
     if unknown:
         raise SourceError(
             f"column_map names columns {unknown} that {source} does not have; it has {list(df.columns)}"
         )
+    renamed_away = {k for k, v in mapping.items() if k != v}
+    for src, target in sorted(mapping.items()):
+        if src != target and target in df.columns and target not in renamed_away:
+            raise SourceError(
+                f"column_map maps {src!r} onto {target!r}, which {source} already has; "
+                f"drop one from the file or the map (it has {list(df.columns)})"
+            )
+    targets: dict[str, list[str]] = {}
+    for src, target in mapping.items():
+        targets.setdefault(target, []).append(src)
+    for target, sources in sorted(targets.items()):
+        if len(sources) > 1:
+            raise SourceError(f"column_map maps {sorted(sources)} onto one column {target!r} of {source}; map one of them")
     df = df.rename(columns=mapping)
+    duplicated = sorted({c for c in df.columns if c in CANONICAL_COLUMNS and list(df.columns).count(c) > 1})
+    if duplicated:
+        raise SourceError(f"source {source} has column(s) {duplicated} more than once; it has {list(df.columns)}")
     missing = [c for c in CANONICAL_COLUMNS if c not in df.columns]
     if missing:
         raise SourceError(
@@ -89,7 +175,9 @@ def parse_invoice_dates(values: pd.Series) -> pd.Series:
 
 def normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     """Give raw partitions one stable schema: text columns as strings, numbers as float64
-    (unparseable numbers become NaN and are quarantined by clean with the original text)."""
+    (unparseable, non-finite and out-of-range numbers keep their original text in ``*_raw`` and
+    are quarantined by clean with it)."""
+    import numpy as np
     import pandas as pd
 
     out = pd.DataFrame(index=df.index)
@@ -101,7 +189,10 @@ def normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("Quantity", "UnitPrice", "CustomerID"):
         s = df[col]
         out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
-        bad = out[col].isna() & s.notna() & (s.astype("string").str.strip() != "")
+        # keep the original text of what a float64 cannot carry faithfully: unparseable,
+        # non-finite, or too large to hold its integer exactly (an id above 2**53)
+        exact = np.isfinite(out[col]) & (out[col].abs() < MAX_EXACT_FLOAT_INT)
+        bad = ~exact & s.notna() & (s.astype("string").str.strip() != "")
         out[f"{col}_raw"] = s.astype("string").astype(object).where(bad, None)
     out["InvoiceDate"] = parse_invoice_dates(df["InvoiceDate"])
     out["InvoiceDate_raw"] = df["InvoiceDate"].astype("string").astype(object).where(
@@ -111,24 +202,71 @@ def normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 STAGED_ROW_GROUP = 16_384
+#: Layout of the staged index; an index of another layout is staged again.
+STAGED_FORMAT = 2
 
 
 def source_version(source: str) -> str:
     """Fingerprint of the source file as it is now (size, modification time / ETag, ...):
     a changed or replaced file gets a new version, so its staged copy is rebuilt."""
     try:
-        return filesystem_for(source).ukey(source)[:16]
+        return _source_fs(source).ukey(source)[:16]
     except FileNotFoundError:
         raise FileNotFoundError(f"source file not found: {source}") from None
+
+
+def row_hashes(frame: pd.DataFrame) -> Any:
+    """A 64-bit hash of each row's values (numpy uint64 array), stable across processes."""
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def digest(values: Any) -> str:
+    """Short hex digest of an array's bytes."""
+    import hashlib
+
+    return hashlib.blake2b(values.tobytes(), digest_size=8).hexdigest()
+
+
+def partition_fingerprint(day_hash: str, undated_keys: list[str]) -> str:
+    """Fingerprint of a raw partition: its day's dated rows (their hash in the staged index)
+    plus the undated rows handed to it, in staged order."""
+    import hashlib
+
+    return hashlib.blake2b("\n".join([day_hash, *undated_keys]).encode(), digest_size=8).hexdigest()
+
+
+def undated_keys(frame: pd.DataFrame) -> list[str]:
+    """A key per undated row: its content hash plus how many equal rows came before it, so that
+    a row keeps its key (and the day it was handed to) across source versions."""
+    seen: dict[str, int] = {}
+    keys = []
+    for h in row_hashes(frame):
+        k = f"{int(h):016x}"
+        seen[k] = seen.get(k, -1) + 1
+        keys.append(f"{k}-{seen[k]}")
+    return keys
+
+
+def read_manifest(store: Storage, name: str) -> dict[str, Any]:
+    """A manifest in ``staged/`` (``{}`` before the first write)."""
+    path = store.path("staged", None, name)
+    return store.read_json(path) if store.exists(path) else {}
+
+
+def write_manifest(store: Storage, name: str, manifest: dict[str, Any]) -> None:
+    store.write_json(manifest, store.path("staged", None, name))
 
 
 def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
     """The source read and normalised once per source version: ``staged/<version>-dated.parquet``
     (rows with an InvoiceDate, in day order, the source's order within a day, small row groups
     so that a day range reads only its own) plus ``<version>-undated.parquet`` and an index
-    with the rows per day. Every later extract of an unchanged source reads only the days it
-    writes instead of the whole file. Returns the index."""
-    import pandas as pd
+    with the rows per day, a content hash per day and a key per undated row (what tells a later
+    version's changed days from unchanged ones). Every later extract of an unchanged source
+    reads only the days it writes instead of the whole file. Returns the index."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -137,14 +275,23 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
     store = ws.per_source
     index_path = store.path("staged", None, STAGED_INDEX.format(version=version))
     if store.exists(index_path):
-        return store.read_json(index_path)
+        index = store.read_json(index_path)
+        if index.get("format") == STAGED_FORMAT:
+            return index
     df = normalise_raw_dtypes(read_source(source, settings.column_map))
     if len(df) == 0:
         raise SourceError(f"source {source} has no rows")
     undated = df["InvoiceDate"].isna()
     dated = df[~undated]
-    days = dated["InvoiceDate"].dt.normalize()
-    dated = dated.iloc[days.argsort(kind="stable")]
+    order = dated["InvoiceDate"].dt.normalize().argsort(kind="stable")
+    dated = dated.iloc[order]
+    days = dated["InvoiceDate"].dt.normalize().to_numpy()
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
+    bounds = np.r_[starts, len(days)]
+    hashes = row_hashes(dated)
+    per_day = {
+        str(days[a])[:10]: (int(b - a), digest(hashes[a:b])) for a, b in zip(bounds[:-1], bounds[1:])
+    }
     schema = raw_schema()
     paths = {
         "dated_path": store.path("staged", None, STAGED_DATED.format(version=version)),
@@ -155,13 +302,15 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd", row_group_size=STAGED_ROW_GROUP, write_statistics=True)
         store.write_bytes(paths[name], buf.getvalue().to_pybytes())
-    counts = days.dt.date.value_counts().sort_index()
     index = {
+        "format": STAGED_FORMAT,
         "source": source,
         "version": version,
         "rows": int(len(df)),
         "undated": int(undated.sum()),
-        "days": {d.isoformat(): int(n) for d, n in counts.items()},
+        "days": {d: n for d, (n, _) in per_day.items()},
+        "day_hashes": {d: h for d, (_, h) in per_day.items()},
+        "undated_keys": undated_keys(df[undated]),
         **paths,
     }
     current = STAGED_INDEX.format(version=version)
@@ -172,7 +321,7 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
                 path = prefix + name.format(version="")
                 store.fs.rm(path) if store.fs.exists(path) else None
     store.write_json(index, index_path)  # last: the index commits the staged copy
-    log.info("staged %s (version %s): %d rows, %d days", source, version, len(df), len(counts))
+    log.info("staged %s (version %s): %d rows, %d days", source, version, len(df), len(per_day))
     return index
 
 

@@ -46,6 +46,7 @@ from purchasing_power.storage import (
     EVALUATION_FILE,
     EVALUATION_SCORES_FILE,
     TRAINING_INFO,
+    Storage,
     Workspace,
 )
 from purchasing_power.train import baseline_bundle
@@ -113,7 +114,7 @@ def evaluate_anchor(
     prev = previous_anchor(s, anchor)
     champion_bundle, champion_version = None, None
     if champion is not None and not baselines_only:
-        champion_bundle = load_bundle(champion["deployed_path"])
+        champion_bundle = load_bundle(store.resolve_inside(champion["deployed_path"]))
         champion_version = champion["deployed_version"]
     champion_comparable = champion_bundle is not None and prev <= e
 
@@ -279,7 +280,7 @@ def _deploy(
         save_bundle(store, bundle, out)
         return out, bundle.version, "promoted"
     if fallback is not None:
-        return fallback["deployed_path"], fallback["deployed_version"], "kept_champion"
+        return store.resolve_inside(fallback["deployed_path"]), fallback["deployed_version"], "kept_champion"
     bundle = baseline_bundle(data.settings, anchor, data.text_key)
     name = "baseline.pkl"
     if spend == "past_spend":
@@ -346,6 +347,8 @@ def decide(data: RunData, anchor: date, evaluation: dict[str, Any], champion: di
     return decision
 
 
-def deployed_bundle(decision: dict[str, Any]) -> ModelBundle:
-    """The bundle a decision (or champion record) deploys."""
-    return load_bundle(decision["deployed_path"])
+def deployed_bundle(decision: dict[str, Any], store: Storage) -> ModelBundle:
+    """The bundle a decision (or champion record) read from ``store`` deploys: its
+    ``deployed_path`` must lie under ``store``'s root (``Storage.resolve_inside``) and the file
+    must match its recorded hash (``load_bundle``)."""
+    return load_bundle(store.resolve_inside(decision["deployed_path"]))

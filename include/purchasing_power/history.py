@@ -116,10 +116,10 @@ class RunData:
     def feature_path(self, as_of: date) -> str:
         return self.ws.per_source.path("features", as_of, FEATURES_FILE.format(text_key=self.text_key))
 
-    def features(self, as_of: date, *, refresh: bool = False) -> pd.DataFrame:
+    def features(self, as_of: date, *, refresh: bool = False, keep: bool = True) -> pd.DataFrame:
         """Point-in-time features at ``as_of``, stored once computed (they depend only on data
         before as_of+1). ``refresh`` recomputes them (the run's own day, whose raw data a rerun
-        may have re-extracted)."""
+        may have re-extracted); ``keep=False`` does not hold them in memory for later calls."""
         if as_of in self._features and not refresh:
             return self._features[as_of]
         store = self.ws.per_source
@@ -129,5 +129,6 @@ class RunData:
         else:
             f = build_features(self.tx, as_of, self.vectors)
             store.write_parquet(f.reset_index(), path)
-        self._features[as_of] = f
+        if keep:
+            self._features[as_of] = f
         return f

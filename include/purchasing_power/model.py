@@ -441,17 +441,44 @@ def _nan0(v: float) -> float:
 
 
 def save_bundle(storage: Storage, bundle: ModelBundle, path: str) -> str:
-    """Write ``bundle`` (pickled) atomically to ``path`` under ``storage``."""
+    """Write ``bundle`` (pickled) atomically to ``path`` under ``storage``, then the sha256 of
+    those bytes beside it (``<path>.sha256``): :func:`load_bundle` unpickles only bytes that
+    match it, so a bundle replaced or altered after it was written is never run."""
+    import hashlib
     import pickle
 
-    return storage.write_bytes(path, pickle.dumps(bundle, protocol=5))
+    from purchasing_power.storage import BUNDLE_HASH_SUFFIX
+
+    data = pickle.dumps(bundle, protocol=5)
+    storage.write_bytes(path, data)
+    storage.write_bytes(path + BUNDLE_HASH_SUFFIX, hashlib.sha256(data).hexdigest().encode() + b"\n")
+    return path
 
 
 def load_bundle(path: str) -> ModelBundle:
-    """Read a bundle written by :func:`save_bundle`."""
+    """Read a bundle written by :func:`save_bundle`; a ``ValueError`` naming the file, before
+    anything is unpickled, when its bytes do not match the recorded sha256 (or none is
+    recorded). Paths read from stored records go through ``Storage.resolve_inside`` first."""
+    import hashlib
     import pickle
 
-    from purchasing_power.storage import filesystem_for
+    from purchasing_power.storage import BUNDLE_HASH_SUFFIX, fresh_fs
 
-    with filesystem_for(path).open(path, "rb") as fh:
-        return pickle.load(fh)  # noqa: S301 - artefacts are written by this pipeline only
+    with fresh_fs(path).open(path, "rb") as fh:
+        data = fh.read()
+    sidecar = path + BUNDLE_HASH_SUFFIX
+    try:
+        with fresh_fs(sidecar).open(sidecar, "rb") as fh:
+            recorded = fh.read().decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        raise ValueError(
+            f"model bundle {path} has no recorded sha256 ({sidecar} is missing): refusing to unpickle it; "
+            f"refit its anchor (force_retrain) to write it with its hash"
+        ) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise ValueError(
+            f"model bundle {path} does not match the sha256 recorded when it was written "
+            f"({actual} != {recorded} in {sidecar}): refusing to unpickle it"
+        )
+    return pickle.loads(data)  # noqa: S301 - bytes verified against the hash recorded at write time

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from purchasing_power.calendar import parse_day
 from purchasing_power.errors import MissingInput
 from purchasing_power.settings import Settings
-from purchasing_power.storage import METRICS_FILE, PREDICTIONS_FILE, Storage, Workspace, report_path
+from purchasing_power.storage import METRICS_FILE, PREDICTIONS_FILE, Storage, Workspace, published_metrics, report_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -214,8 +214,8 @@ def _realised_window(settings: Settings, day: date) -> dict[str, Any] | None:
     for d in reversed(out.list_days("predictions", PREDICTIONS_FILE)):
         if d + timedelta(days=h_p) > day:
             continue
-        mpath = out.path("metrics", d, METRICS_FILE)
-        if not out.exists(mpath) or out.read_json(mpath).get("source") != settings.resolved_source:
+        published = published_metrics(out, d)
+        if published is None or published.get("source") != settings.resolved_source:
             continue
         pred = out.read_parquet(out.path("predictions", d, PREDICTIONS_FILE))
         if pred.empty:
@@ -298,7 +298,7 @@ def report_day(settings: Settings, day: date) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m purchasing_power.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("--day", action="append", required=True, help="YYYY-MM-DD (repeatable)")
-    ap.add_argument("--conf", default="", help="run conf JSON (source, column_map, settings) the day was run with")
+    ap.add_argument("--conf", default="", help="run conf JSON (the Dag's Params: source, column_map, model) the day was run with")
     args = ap.parse_args(argv)
     settings = Settings.from_env().with_conf(json.loads(args.conf) if args.conf else {})
     for d in args.day:

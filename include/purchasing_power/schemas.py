@@ -44,7 +44,8 @@ CLEAN_COLUMNS = (
     "line_value",
 )
 
-#: Quarantine reasons, in the order clean checks them; the first that applies is recorded.
+#: Quarantine reasons. A row gets the first that applies in the order ``clean_frame`` checks them
+#: (its docstring lists that order); reasons added later are appended here.
 QUARANTINE_REASONS = (
     "unparseable_date",
     "missing_invoice",
@@ -58,7 +59,17 @@ QUARANTINE_REASONS = (
     "cancellation_with_positive_quantity",
     "non_sale_adjustment",
     "duplicate_line",
+    "missing_stock_code",
+    "non_finite_number",
+    "customer_out_of_range",
+    "quantity_out_of_range",
+    "price_out_of_range",
 )
+
+#: Integers a float64 holds exactly have ``abs(n) < 2**53``. Raw partitions store Quantity,
+#: UnitPrice and CustomerID as float64, so a larger id would silently become another customer:
+#: such values keep their original text in ``*_raw`` and are quarantined as out of range.
+MAX_EXACT_FLOAT_INT = 2**53
 
 #: Feature tables: columns holding the mean text embedding start with this prefix.
 TEXT_PREFIX = "txt_"

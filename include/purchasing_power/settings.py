@@ -1,6 +1,11 @@
 """One settings object, read from the environment and overridden by the run's conf/Params.
 
-Precedence (highest first): run conf (the DAG's Params) > environment > defaults.
+Precedence (highest first): code overrides > run conf (the DAG's Params) > environment > defaults.
+
+Run conf is what a user allowed only to trigger the DAG controls, so it may set only the Params
+the DAG declares (:data:`CONF_KEYS`); anything else (an unknown key, ``storage``) is refused. The
+storage root comes only from the deployment's environment (``PURCHASING_POWER_STORAGE``). Other
+fields (``use_text``, ``seed``, ...) are set by code only, through :meth:`Settings.with_overrides`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from purchasing_power.errors import InputError
 from purchasing_power.schemas import CANONICAL_COLUMNS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +40,13 @@ def default_demo_source(storage: str | None = None) -> str:
 PIPELINE_VERSION = 4
 
 
+#: The DAG's Params: the only keys run conf may carry (``model`` sets ``embed_model``; ``day`` is
+#: read by the runner, not by Settings). The DAG declares exactly these.
+CONF_KEYS = ("day", "source", "column_map", "model", "force_retrain")
+#: Names that stand for a field in conf and overrides.
+_ALIASES = {"model": "embed_model"}
+
+
 #: Compute precisions of the embed stage (see ``embedding.resolve_precision``).
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
@@ -42,6 +55,7 @@ EMBED_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 class Settings:
     storage: str = field(default_factory=default_storage)
     source: str = ""  # empty: the demo source under storage
+    results: str = ""  # also publish predictions to this table: sql://<conn_id>/<schema>.<table> (empty: files only)
     column_map: dict[str, str] = field(default_factory=dict)
     embed_model: str = DEFAULT_EMBED_MODEL
     embed_device: str = "auto"  # auto | cpu | cuda
@@ -54,6 +68,7 @@ class Settings:
     retrain_every_days: int = 30  # models are fitted on anchor days: every N days on a fixed grid
     snapshot_step_days: int = 14  # training snapshots on a fixed grid every N days
     training_lookback_days: int = 365  # how far back training snapshots reach from the anchor
+    training_max_rows: int = 1_000_000  # bound on a training table: above it a seeded sample of whole customers (0: no bound)
     recalibration_windows: int = 2  # score: refit the purchase calibration on the N latest closed windows (as of D-h, D-h-step, ...); 0: keep the fit's
     purchase_horizon_days: int = 30
     spend_horizon_days: int = 90
@@ -81,19 +96,38 @@ class Settings:
             kw["embed_device"] = env["PURCHASING_POWER_EMBED_DEVICE"]
         if env.get("PURCHASING_POWER_EMBED_PRECISION"):
             kw["embed_precision"] = env["PURCHASING_POWER_EMBED_PRECISION"]
+        if env.get("PURCHASING_POWER_RESULTS"):
+            kw["results"] = env["PURCHASING_POWER_RESULTS"]
         return cls(**kw).validated()
 
     def with_conf(self, conf: Mapping[str, Any] | None) -> Settings:
-        """Apply run conf / Params. Unknown keys are ignored (Airflow adds its own); ``None``
-        and empty strings mean "keep the default"."""
+        """Apply run conf / Params: only :data:`CONF_KEYS`; any other key is an
+        :class:`InputError` naming it and the allowed keys (a trigger must not redirect storage
+        or change how models are fitted). ``None`` and empty strings mean "keep the default"."""
         if not conf:
             return self
+        unknown = sorted(str(k) for k in conf if k not in CONF_KEYS)
+        if unknown:
+            raise InputError(
+                f"run conf key(s) {', '.join(map(repr, unknown))} not allowed: conf may set only "
+                f"{', '.join(CONF_KEYS)} (the storage root comes from PURCHASING_POWER_STORAGE)"
+            )
+        return self._apply({k: v for k, v in conf.items() if k != "day"})
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Set any field from code (tests, benchmarks, notebooks): never reachable from run
+        conf. Values are typed and validated as conf values are; an unknown name is an error."""
         names = {f.name for f in fields(self)}
-        aliases = {"model": "embed_model"}
+        unknown = sorted(k for k in overrides if _ALIASES.get(k, k) not in names)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))}; settings are {sorted(names)}")
+        return self._apply(overrides) if overrides else self
+
+    def _apply(self, values: Mapping[str, Any]) -> Settings:
         kw: dict[str, Any] = {}
-        for key, value in conf.items():
-            key = aliases.get(key, key)
-            if key not in names or value is None or value == "":
+        for key, value in values.items():
+            key = _ALIASES.get(key, key)
+            if value is None or value == "":
                 continue
             if key == "column_map":
                 value = _parse_column_map(value)
@@ -112,6 +146,12 @@ class Settings:
         for name in ("retrain_every_days", "snapshot_step_days", "purchase_horizon_days", "spend_horizon_days"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.results:
+            from purchasing_power.warehouse import TableRef
+
+            TableRef.parse(self.results)
+        if int(self.training_max_rows) < 0:
+            raise ValueError("training_max_rows must be >= 0 (0: no bound)")
         if int(self.recalibration_windows) < 0:
             raise ValueError("recalibration_windows must be >= 0 (0 keeps the calibration of the fit)")
         if not 0 < self.tier_high_share < 1 or not 0 <= self.tier_medium_share < 1:

@@ -7,23 +7,32 @@ Every intermediate and output of the pipeline is a single file inside a day part
 
 ``root`` is a local folder (default ``./data``) or any fsspec URI (``s3://bucket/prefix``,
 ``memory://x``). Writes are atomic: the file is written under a temporary name in the same
-folder and then renamed (local) or uploaded in one PUT (object stores), so a task killed
-mid-write never leaves a partial partition behind and its retry simply overwrites.
+folder, flushed to disk (file and folder fsync) and then renamed (local), or uploaded in one PUT
+(object stores), so a task killed mid-write never leaves a partial partition behind and its retry
+simply overwrites. Temporary files a killed writer left behind are removed by the next write in
+that folder once they are an hour old.
+
+Reads always see the store as it is now: object-store listings are not served from the file
+system's cache (another process may have written since), and a path read out of a stored record
+is used only when it lies under the storage root (:meth:`Storage.resolve_inside`).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from purchasing_power.calendar import parse_day
+from purchasing_power.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import fsspec
@@ -56,6 +65,8 @@ DATASETS = frozenset(
 STAGED_INDEX = "{version}-index.json"  # staged/: the index that commits a staged source version
 STAGED_DATED = "{version}-dated.parquet"  # staged/: its rows with an InvoiceDate, in day order
 STAGED_UNDATED = "{version}-undated.parquet"  # staged/: its rows without one
+RAW_MANIFEST = "raw-manifest.json"  # staged/: per raw partition, its rows' fingerprint and source version, and the day each undated row went to
+CLEAN_MANIFEST = "clean-manifest.json"  # staged/: per clean partition, the raw fingerprint it was made from
 RAW_FILE = "raw.parquet"  # raw/ds=D
 CLEAN_FILE = "clean.parquet"  # clean/ds=D
 QUARANTINE_FILE = "quarantine.parquet"  # quarantine/ds=D
@@ -64,15 +75,22 @@ SHARD_FILE = "shard-{:04d}.parquet"  # embed_shards/ds=D
 TRAINING_INFO = "training.json"  # models/ds=A: what the anchor's fits used
 CANDIDATE_HOLDOUT = "candidate_holdout.pkl"  # models/ds=A: the candidate the gate judges
 CANDIDATE_DEPLOY = "candidate.pkl"  # models/ds=A: the candidate deployed when promoted
+BUNDLE_HASH_SUFFIX = ".sha256"  # models/ds=A: <bundle>.pkl.sha256, the hash save_bundle recorded
 CHAMPION_FILE = "champion.json"  # models/ds=A: what A deploys when judged against the baselines only
 DECISION_FILE = "decision.json"  # models/ds=A: the gate's decision
 EVALUATION_FILE = "evaluation.json"  # evaluation/ds=A: contenders' metrics, champion included
 BASELINE_EVALUATION_FILE = "evaluation_baselines.json"  # evaluation/ds=A: without the champion
 EVALUATION_SCORES_FILE = "evaluation_scores.parquet"  # evaluation/ds=A: per-customer contender scores
 PREDICTIONS_FILE = "predictions.parquet"  # scores/ds=D (staged) and predictions/ds=D (published)
-METRICS_FILE = "metrics.json"  # metrics/ds=D
+METRICS_FILE = "metrics.json"  # metrics/ds=D: written last by publish, it commits the day
+PREDICTIONS_SHA256 = "predictions_sha256"  # metrics.json: sha256 of the predictions file it commits
 REPORT_FILE = "report.json"  # metrics/ds=D: the UI page's curves
 STAGE_REPORT = "{stage}.json"  # runs/ds=D: each task's report
+
+#: A temporary file of :func:`atomic_write_bytes` (``.<name>.tmp-<uuid hex>``) and the age after
+#: which a leftover one (its writer was killed) is removed.
+_TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
+TEMP_MAX_AGE_S = 3600
 
 
 def partition_path(root: str, dataset: str, day: date | str | None = None, name: str | None = None) -> str:
@@ -127,18 +145,46 @@ class Storage:
     def path(self, dataset: str, day: date | str | None = None, name: str | None = None) -> str:
         return partition_path(self.root, dataset, day, name)
 
+    def resolve_inside(self, path: str) -> str:
+        """``path``, read from a stored record (a decision's ``deployed_path``), as a path under
+        this root. A record must not be able to point a reader elsewhere: another root or
+        scheme, or a ``..``, ``.`` or empty segment, is an :class:`InputError`. A path written
+        through a connection URI (``s3://conn@bucket/...``) is read through this root's own."""
+        root = strip_conn(self.root)
+        target = strip_conn(path) if isinstance(path, str) else ""
+        rel = target[len(root) + 1 :] if target.startswith(root + "/") else ""
+        if not rel or "\x00" in rel or any(seg in ("", ".", "..") for seg in rel.split("/")):
+            raise InputError(f"stored artefact path {path!r} is outside the storage root {self.root}: refusing to read it")
+        return f"{self.root}/{rel}"
+
     # -- file system -------------------------------------------------------------------------
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
         return filesystem_for(self.root)
 
     def exists(self, path: str) -> bool:
-        return filesystem_for(path).exists(path)
+        return fresh_fs(path).exists(path)
+
+    def info(self, path: str) -> dict[str, Any] | None:
+        """The file's current details (size, mtime or ETag), ``None`` when it does not exist."""
+        try:
+            return fresh_fs(path).info(path)
+        except FileNotFoundError:
+            return None
+
+    def sha256(self, path: str) -> str:
+        """Hex sha256 of the file's bytes (streamed)."""
+        digest = hashlib.sha256()
+        with fresh_fs(path).open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     def list_days(self, dataset: str, name: str) -> list[date]:
-        """Days that have a committed ``name`` file in ``dataset``, sorted."""
+        """Days that have a committed ``name`` file in ``dataset``, sorted. Listed afresh each
+        call: days written since by another process appear."""
         base = self.path(dataset)
-        fs = self.fs
+        fs = fresh_fs(base)
         if not fs.exists(base):
             return []
         days = []
@@ -149,7 +195,7 @@ class Storage:
                     d = parse_day(leaf[3:])
                 except ValueError:
                     continue
-                if fs.exists(f"{base}/{leaf}/{name}"):
+                if self.exists(f"{base}/{leaf}/{name}"):
                     days.append(d)
         return sorted(days)
 
@@ -189,14 +235,34 @@ class Storage:
             raise ValueError("no files to read")
         fs = None if "://" not in paths[0] else self.fs
         files = paths if fs is None else [strip_conn(p) for p in paths]
+        for f in files if fs is not None else ():
+            fs.invalidate_cache(f)  # sizes as they are now, not as a listing cached them
         try:
             return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns).to_pandas()
         except Exception as exc:
             raise ValueError(f"cannot read Parquet files under {self.root}: {exc}") from exc
 
     def read_json(self, path: str) -> Any:
-        with filesystem_for(path).open(path, "rb") as fh:
+        with fresh_fs(path).open(path, "rb") as fh:
             return json.load(fh)
+
+
+def commits(metrics: dict[str, Any], predictions_sha256: str) -> bool:
+    """Whether a day's ``metrics.json`` commits the predictions whose hash is given: the day is
+    published only then (a publish killed between its two writes leaves new predictions beside
+    old metrics, and the day reads as not published). Metrics written before the marker existed
+    record no hash and are taken as they are."""
+    recorded = metrics.get(PREDICTIONS_SHA256)
+    return recorded is None or recorded == predictions_sha256
+
+
+def published_metrics(storage: Storage, day: date) -> dict[str, Any] | None:
+    """The day's ``metrics.json`` when the day is published (see :func:`commits`), else ``None``."""
+    met, pred = metrics_path(storage, day), predictions_path(storage, day)
+    if not (storage.exists(met) and storage.exists(pred)):
+        return None
+    metrics = storage.read_json(met)
+    return metrics if commits(metrics, storage.sha256(pred)) else None
 
 
 @dataclass(frozen=True)
@@ -226,6 +292,15 @@ def normalise_uri(uri: str) -> str:
     ``ObjectStoragePath`` form); anything else is returned unchanged."""
     m = _CONN_FIRST_RE.match(uri)
     return f"{m['scheme']}://{m['conn']}@{m['rest']}" if m else uri
+
+
+def fresh_fs(path: str) -> fsspec.AbstractFileSystem:
+    """``filesystem_for(path)`` with what it cached about ``path`` and its folders dropped, so
+    that a long-lived process (the api-server, a worker) sees files other processes wrote since
+    (s3fs keeps listings for the life of the process; local files are not cached)."""
+    fs = filesystem_for(path)
+    fs.invalidate_cache(path)
+    return fs
 
 
 def filesystem_for(uri: str) -> fsspec.AbstractFileSystem:
@@ -290,24 +365,72 @@ def strip_conn(uri: str) -> str:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one,
+    and (local files) so that the new one survives a crash once this returns."""
     fs = filesystem_for(path)
     target = strip_conn(path)
     if "://" not in path or path.startswith("file://"):
         local = target.removeprefix("file://")
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        tmp = f"{os.path.dirname(local)}/.{os.path.basename(local)}.tmp-{uuid.uuid4().hex}"
+        folder = os.path.dirname(local)
+        _make_dirs(folder)
+        tmp = f"{folder}/.{os.path.basename(local)}.tmp-{uuid.uuid4().hex}"
         try:
             # rename is atomic: a killed writer leaves only a hidden temp file, never a partial target
             with open(tmp, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
             os.replace(tmp, local)
+            _fsync_dir(folder)  # and the rename itself is durable
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        remove_stale_temps(folder)
         return
     # Object stores: a single PUT is atomic; the object appears whole or not at all.
     fs.pipe_file(target, data)
+    fs.invalidate_cache(target)
+
+
+def _make_dirs(folder: str) -> None:
+    """``os.makedirs`` that also makes each new folder's entry durable in its parent."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for new in reversed(missing):
+        os.makedirs(new, exist_ok=True)
+        _fsync_dir(os.path.dirname(new))
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str, max_age_s: float = TEMP_MAX_AGE_S) -> list[str]:
+    """Remove the temporary files of :func:`atomic_write_bytes` older than ``max_age_s`` in a
+    local ``folder`` (left by writers killed mid-write; a live writer's file is seconds old).
+    Returns the names removed."""
+    cutoff = time.time() - max_age_s
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not _TEMP_RE.match(entry.name):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except FileNotFoundError:  # another writer removed it first
+            continue
+    return removed
 
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -316,7 +439,7 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     try:
         if "://" not in path:  # local: let Arrow read the file directly (2x faster than via fsspec)
             return pq.read_table(path, columns=columns).to_pandas()
-        with filesystem_for(path).open(strip_conn(path), "rb") as fh:
+        with fresh_fs(path).open(strip_conn(path), "rb") as fh:
             return pq.read_table(fh, columns=columns).to_pandas()
     except FileNotFoundError:
         raise

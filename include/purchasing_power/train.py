@@ -47,22 +47,49 @@ def snapshots(data: RunData, anchor: date, label_end: date) -> list[date]:
     return grid_days(start, label_end, s.snapshot_step_days)
 
 
-def training_table(data: RunData, snaps: list[date], anchor: date) -> pd.DataFrame:
-    """Features of every snapshot joined with their outcomes (known by the end of ``anchor``)."""
+def customer_sample(customer_ids: Any, share: float, seed: int) -> Any:
+    """A seeded, stable sample of customers: True for the ids whose hash (keyed by ``seed``) falls
+    below ``share``. The same customer is in or out of every snapshot and every run, so a
+    sampled training table keeps whole customer histories; ids of any type (integers, strings)."""
+    import numpy as np
+    import pandas as pd
+
+    if share >= 1.0:
+        return np.ones(len(customer_ids), dtype=bool)
+    ids = pd.util.hash_array(np.asarray(customer_ids))  # uint64 per id (object and numeric ids)
+    key = np.uint64(pd.util.hash_array(np.array([int(seed)], dtype=np.int64))[0])
+    h = pd.util.hash_array(ids ^ key)  # mixed again with the seed: a different sample per seed
+    return h < np.uint64(min(int(share * 2.0**64), 2**64 - 1))
+
+
+def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int = 0) -> pd.DataFrame:
+    """Features of every snapshot joined with their outcomes (known by the end of ``anchor``).
+
+    ``max_rows`` > 0 bounds the table: when the snapshots may hold more rows (bound: the latest
+    snapshot's customers times the number of snapshots; customers only accumulate), a seeded
+    sample of customers (:func:`customer_sample`, share = max_rows / bound) is kept in every
+    snapshot, and the full snapshots are then not kept in memory. The table's
+    ``attrs["sample_share"]`` says which share (1.0: every row)."""
     import pandas as pd
 
     hist = data.history_until(anchor)
     s = data.settings
+    bound = len(data.features(snaps[-1], keep=False)) * len(snaps) if max_rows > 0 and snaps else 0
+    share = min(1.0, max_rows / bound) if bound else 1.0
     frames = []
     for snap in snaps:
-        f = data.features(snap)
+        f = data.features(snap, keep=share >= 1.0)
+        if share < 1.0:
+            f = f[customer_sample(f.index.to_numpy(), share, s.seed)]
         if f.empty:
             continue
         lab = build_labels(hist, snap, f.index, s.purchase_horizon_days, s.spend_horizon_days)
         frames.append(f.join(lab).assign(snapshot=snap.isoformat()))
     if not frames:
         return pd.DataFrame()
-    return pd.concat(frames).reset_index()
+    table = pd.concat(frames).reset_index()
+    table.attrs["sample_share"] = share
+    return table
 
 
 def model_version(settings: Settings, anchor: date, kind: str, text_key: str) -> str:
@@ -83,7 +110,7 @@ def fit_bundle(data: RunData, anchor: date, purchase_end: date, spend_end: date,
     s_snaps = snapshots(data, anchor, spend_end - timedelta(days=s.spend_horizon_days))
     info: dict[str, Any] = {"purchase_snapshots": [d.isoformat() for d in p_snaps], "spend_snapshots": [d.isoformat() for d in s_snaps]}
     try:
-        ptab = training_table(data, p_snaps, anchor)
+        ptab = training_table(data, p_snaps, anchor, s.training_max_rows)
         if ptab.empty:
             raise InsufficientData("no purchase training snapshots")
         purchase = fit_purchase_model(ptab, seed=s.seed, smote=s.use_smote, kinds=tuple(s.candidates))
@@ -92,14 +119,18 @@ def fit_bundle(data: RunData, anchor: date, purchase_end: date, spend_end: date,
         log.warning("anchor %s: cannot fit purchase model (%s)", anchor, exc)
         return None, info
     info["purchase_rows"] = int(len(ptab))
+    if ptab.attrs["sample_share"] < 1.0:  # recorded only when the bound applies
+        info["purchase_sample_share"] = round(ptab.attrs["sample_share"], 6)
     info["purchase_selection"] = purchase.selection
     spend = None
     try:
-        stab = training_table(data, s_snaps, anchor)
+        stab = training_table(data, s_snaps, anchor, s.training_max_rows)
         if stab.empty:
             raise InsufficientData("no spend training snapshots")
         spend = fit_spend_model(stab, seed=s.seed)
         info["spend_rows"] = int(len(stab))
+        if stab.attrs["sample_share"] < 1.0:
+            info["spend_sample_share"] = round(stab.attrs["sample_share"], 6)
     except InsufficientData as exc:
         info["spend_error"] = f"{exc}; spend falls back to BG/NBD x Gamma-Gamma"
         log.warning("anchor %s: spend model falls back to BG/NBD x Gamma-Gamma (%s)", anchor, exc)

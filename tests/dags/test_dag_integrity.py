@@ -65,7 +65,43 @@ def test_tasks_and_dependencies_as_documented(dagbag):
     assert dag.get_task("score").trigger_rule == "none_failed"  # runs when train skipped (anchor decided)
     for t in dag.tasks:
         assert t.doc_md or t.doc, f"task {t.task_id} has no doc"
-    assert dag.doc_md and "D = L" in dag.doc_md
+    assert dag.doc_md and "logical date D covers day D" in dag.doc_md
+
+
+def test_logical_date_d_covers_day_d_and_every_day_of_the_sources_runs(dagbag):
+    """A data-interval timetable: the run with logical date D has the interval [D, D+1) and fires
+    once D is over; the start date lies before any source's first day (a run before it would be
+    marked successful without running a task)."""
+    from datetime import date, datetime, timedelta, timezone
+
+    from airflow.sdk import CronDataIntervalTimetable
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from purchasing_power.calendar import resolve_day
+
+    dag = dagbag.dags[DAG_ID]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 0 * * *", "UTC")
+    assert dag.catchup is False
+    assert dag.start_date <= datetime(2000, 1, 1, tzinfo=timezone.utc)
+    for t in dag.tasks:
+        assert t.start_date is None or t.start_date <= dag.start_date, t.task_id
+
+    # backfilling 2011-09-01 .. 2011-09-30 (the UI, `make backfill`) creates logical dates
+    # 2011-09-01 .. 2011-09-30, each covering its own day, and 2010-05-31 (before the old start
+    # date 2010-12-02) is a day like any other
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    for first, last in [(date(2011, 9, 1), date(2011, 9, 30)), (date(2010, 5, 31), date(2010, 5, 31))]:
+        infos = list(scheduler_dag.iter_dagrun_infos_between(
+            datetime(first.year, first.month, first.day, tzinfo=timezone.utc),
+            datetime(last.year, last.month, last.day, tzinfo=timezone.utc),
+        ))
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        assert [i.logical_date.date() for i in infos] == days
+        for info, day in zip(infos, days):
+            assert info.data_interval.start == info.logical_date
+            assert info.data_interval.end == info.logical_date + timedelta(days=1) == info.run_after
+            assert resolve_day(None, info.logical_date, info.run_after) == day
 
 
 def test_params_validate_in_trigger_form(dagbag):

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -24,9 +24,10 @@ class AirflowEnv:
     env: dict[str, str]
 
     def run_day(self, day: date, storage: Path, conf: dict | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
-        """Run the DAG for ``day`` (logical date day + 1, the scheduled run that covers it)."""
+        """Run the DAG for ``day``: logical date ``day`` 00:00 UTC covers that day (the scheduled
+        and backfill runs of ``day`` have the same logical date)."""
         env = dict(self.env, PURCHASING_POWER_STORAGE=str(storage))
-        logical = (day + timedelta(days=1)).isoformat()
+        logical = day.isoformat()
         proc = subprocess.run(
             [sys.executable, str(RUNNER), str(ROOT / "dags"), logical, json.dumps(conf or {})],
             env=env, capture_output=True, text=True, timeout=timeout,

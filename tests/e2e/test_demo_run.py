@@ -1,5 +1,6 @@
-"""The whole DAG on a small demo source with dag.test(): output contract, then a rerun that
-must leave byte-identical outputs and no duplicate partitions."""
+"""The whole DAG on a small demo source with dag.test(): output contract, the check `make run`
+makes that the run really published its day, then a rerun that must leave byte-identical outputs
+and no duplicate partitions."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def demo_run(airflow_env, tmp_path_factory):
     conf = {"source": str(source)}
     first = airflow_env.run_day(DAY, storage, conf)
     assert_succeeded(first)
-    return airflow_env, storage, conf, source
+    return airflow_env, storage, conf, source, first.stdout + "\n" + first.stderr
 
 
 def customers_with_purchase(raw, day: date) -> set[int]:
@@ -55,7 +56,7 @@ def test_output_contract(demo_run):
 
     from purchasing_power.extract import read_source
 
-    _, storage, _, source = demo_run
+    _, storage, _, source, _ = demo_run
     pred_file = storage / "predictions" / f"ds={DAY}" / "predictions.parquet"
     df = pd.read_parquet(pred_file)
     assert list(df.columns) == ["customer_id", "as_of", "p_purchase_30d", "expected_spend_90d", "tier", "model_version"]
@@ -87,7 +88,7 @@ def test_output_contract(demo_run):
 
 
 def test_rerun_is_byte_identical(demo_run):
-    airflow_env, storage, conf, _ = demo_run
+    airflow_env, storage, conf, _, _ = demo_run
     files = sorted(p for d in ("predictions", "metrics") for p in (storage / d).rglob("*") if p.is_file())
     before = {p: _digest(p) for p in files}
     again = airflow_env.run_day(DAY, storage, conf)
@@ -95,3 +96,24 @@ def test_rerun_is_byte_identical(demo_run):
     after_files = sorted(p for d in ("predictions", "metrics") for p in (storage / d).rglob("*") if p.is_file())
     assert after_files == files, "a rerun must overwrite, not add files"
     assert {p: _digest(p) for p in after_files} == before
+
+
+def test_make_runs_check_accepts_only_a_run_that_published_its_day(demo_run, monkeypatch):
+    """`make run` checks the run's log and the day's outputs: a run "successful" without a task
+    (what a logical date before the Dag's start date used to give) fails the check."""
+    from datetime import timedelta
+
+    from purchasing_power.cli import run_problems
+
+    _, storage, _, _, log_text = demo_run
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(storage))
+    assert "logical_date=2024-06-30 00:00:00+00:00" in log_text  # logical date D covers day D
+    assert run_problems(DAY, log_text) == []
+    assert not (storage / "runs" / f"ds={DAY}" / "lease.json").exists(), "publish releases the day"
+
+    nothing_ran = "\n".join(line for line in log_text.splitlines() if "[DAG TEST]" not in line and "task_id=" not in line)
+    assert any("never started the publish task" in p for p in run_problems(DAY, nothing_ran))
+    other = DAY - timedelta(days=1)
+    problems = run_problems(other, log_text)
+    assert f"the publish task of this run did not succeed for {other}" in problems
+    assert any(f"predictions/ds={other}" in p for p in problems)

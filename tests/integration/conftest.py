@@ -23,7 +23,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """A real S3 API server (moto) on loopback for this module."""
-    assert MOTO, "moto_server not found: moto[server] is a pinned requirement (pip install -r requirements.txt)"
+    assert MOTO, "moto_server not found: moto[server] is a pinned development requirement (pip install -r requirements-dev.txt)"
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as fh:

@@ -12,6 +12,8 @@ source written as CSV with a corrupt day in it. Faults:
 * then the source file is replaced by a corrupt one and one more day is backfilled: the run fails
   at ``extract`` with an error naming the file, does not retry; the file is fixed and the failed
   run is reprocessed: it succeeds.
+* a backfill of the same days with another source is refused before it is created (its runs
+  would be rerun with their own conf), naming the runs; with the same source it is not.
 
 Finally every day's published files (predictions, metrics, report, quarantine) are compared,
 byte for byte, with the same days run one after another in one process on fresh storage.
@@ -19,6 +21,7 @@ byte for byte, with the same days run one after another in one process on fresh 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -27,9 +30,9 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-FIRST, LAST = date(2024, 6, 21), date(2024, 6, 30)  # logical dates: days 06-20 .. 06-29
+FIRST, LAST = date(2024, 6, 20), date(2024, 6, 29)  # days = logical dates (logical date D covers D)
 BAD_DAY = date(2024, 6, 25)
-EXTRA = date(2024, 7, 1)  # logical date of the day (06-30) run against a corrupt source
+EXTRA = date(2024, 6, 30)  # the day run against a corrupt source
 TIMEOUT_S = 1200
 
 
@@ -105,6 +108,7 @@ def _published(root: Path, day: date) -> dict[str, bytes]:
 def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path):
     import pandas as pd
 
+    from airflow_rest import backfill_check
     from localairflow import DAG_ID, LocalAirflow
 
     source = tmp_path / "source" / "transactions.csv"
@@ -137,6 +141,17 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         # no partial file anywhere: every Parquet file the backfill left reads (temp files are hidden)
         for p in storage.rglob("*.parquet"):
             pd.read_parquet(p)
+        # the days are published and free again: publish released each run's lease on its day
+        assert not list(storage.glob("runs/ds=*/lease.json"))
+
+        # `make backfill`'s check: a backfill with another source would rerun these runs with
+        # their own conf; it is refused, naming them (the Dag's own defaults are no difference)
+        out = io.StringIO()
+        assert backfill_check(la.api, DAG_ID, FIRST.isoformat(), LAST.isoformat(), {"source": str(source) + ".other"},
+                              "completed", out=out) == 1, out.getvalue()
+        assert out.getvalue().count("backfill__") == len(states), out.getvalue()
+        assert backfill_check(la.api, DAG_ID, FIRST.isoformat(), LAST.isoformat(), {"source": str(source)}, "completed",
+                              out=io.StringIO()) == 0
 
         # a corrupt source: the run fails at extract, at once (no retries), naming the file
         good = source.read_bytes()
@@ -145,7 +160,7 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         assert la.wait_backfill(bad_bf, 1, TIMEOUT_S) == {EXTRA.isoformat(): "failed"}
         ext = [(t["state"], t["try_number"]) for t in la.task_instances(bad_bf) if t["task_id"] == "extract"]
         assert ext == [("failed", 1)], ext
-        logs = list((tmp_path / "airflow" / "logs").glob("dag_id=*/run_id=backfill__2024-07-01*/task_id=extract/attempt=1.log"))
+        logs = list((tmp_path / "airflow" / "logs").glob(f"dag_id=*/run_id=backfill__{EXTRA}*/task_id=extract/attempt=1.log"))
         assert logs, "no extract log for the corrupt-source run"
         text = logs[0].read_text(errors="replace")
         assert "extract:" in text and str(source) in text, text[-3000:]
@@ -176,7 +191,7 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        days = [FIRST - timedelta(days=1) + timedelta(days=i) for i in range((EXTRA - FIRST).days + 1)]
+        days = [FIRST + timedelta(days=i) for i in range((EXTRA - FIRST).days + 1)]
         for d in days:
             run_all({}, d)
     finally:

@@ -9,6 +9,8 @@ as in production against MinIO or S3. Nothing in the storage API is mocked. Cove
   ``conn@s3://bucket/pp``: Parquet/JSON round trips, ``exists``, ``list_days``,
   ``read_parquet_many``; the object keys carry no connection id.
 * Rerun overwrites in place: same keys, no duplicates, no temporary objects.
+* A long-lived process (the api-server) sees days another process publishes later: listings
+  and existence checks are not served from s3fs's cache.
 * Atomic commit: an upload cut off mid-body (a loopback proxy closes the connection after
   64 KiB) fails loudly and leaves the previously committed object intact and nothing else.
 * ``extract`` and ``clean`` through ``purchasing_power.pipeline.run_stage`` with
@@ -18,9 +20,13 @@ as in production against MinIO or S3. Nothing in the storage API is mocked. Cove
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 from datetime import date
@@ -198,6 +204,57 @@ def test_rerun_overwrites_in_place(env_s3):
     assert store.read_json(report) == {"rows": 7}
     assert store.list_days("predictions", "predictions.parquet") == [DAY]
     _assert_no_temp_objects(after)
+
+
+# -- listings are fresh in a long-lived process ----------------------------------------------------
+
+PUBLISH_ELSEWHERE = textwrap.dedent(
+    """
+    import hashlib, io, sys
+    from datetime import date
+    import pandas as pd
+    from purchasing_power.storage import Storage, metrics_path, predictions_path
+    store, day, listed = Storage.at(sys.argv[1]), date.fromisoformat(sys.argv[2]), date.fromisoformat(sys.argv[3])
+    buf = io.BytesIO()
+    pd.DataFrame({"customer_id": [1, 2]}).to_parquet(buf, index=False)
+    store.write_bytes(predictions_path(store, day), buf.getvalue())
+    store.write_json({"source": "s", "predictions_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}, metrics_path(store, day))
+    store.write_json({"windows": []}, store.path("metrics", listed, "report.json"))
+    """
+)
+
+
+def _publish(store: Storage, day: date) -> None:
+    data = _frame(3).to_parquet(index=False)
+    store.write_bytes(store.path("predictions", day, "predictions.parquet"), data)
+    store.write_json({"source": "s", "predictions_sha256": hashlib.sha256(data).hexdigest()}, store.path("metrics", day, "metrics.json"))
+
+
+def test_a_long_lived_process_sees_days_published_later_by_another(env_s3):
+    """The page's process lists the published days, then a worker (another process) publishes a
+    new day and a file into a folder this process has listed: both appear here, without a restart."""
+    from purchasing_power.ui.page_data import available_days, clear_cache
+
+    bucket = _new_bucket(env_s3)
+    store = Storage.at(f"s3://{bucket}/pp")
+    first, later = date(2024, 6, 29), DAY
+    _publish(store, first)
+    clear_cache()
+    assert store.list_days("metrics", "metrics.json") == [first]
+    assert available_days(store) == [first]
+    report = store.path("metrics", first, "report.json")
+    store.fs.ls(store.path("metrics", first))  # this process has listed the day's folder too
+    assert not store.exists(report)
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
+    subprocess.run([sys.executable, "-c", PUBLISH_ELSEWHERE, store.root, later.isoformat(), first.isoformat()],
+                   env=env, check=True, timeout=120)
+
+    assert store.list_days("metrics", "metrics.json") == [first, later]
+    assert store.list_days("predictions", "predictions.parquet") == [first, later]
+    assert available_days(store) == [first, later]
+    assert store.exists(report) and store.info(report) is not None
+    assert store.read_json(report) == {"windows": []}
 
 
 # -- atomic commit: an upload cut off mid-body -----------------------------------------------------

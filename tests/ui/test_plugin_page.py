@@ -23,6 +23,8 @@ from ui_support import (  # noqa: F401  (fixtures)
     D_PREV,
     DAY,
     DOCS,
+    OUTSIDER,
+    OUTSIDER_PASSWORD,
     PASSWORD,
     USER,
     airflow_home,
@@ -32,6 +34,7 @@ from ui_support import (  # noqa: F401  (fixtures)
 )
 
 PAGE = "/purchasing-power/"
+DAG_ID = "purchasing_power_daily"
 CONTENDERS = ("candidate", "champion", "bgnbd", "recency")
 
 
@@ -64,17 +67,22 @@ def session(browser, api_server, tmp_path_factory):
         return route.abort()
 
     context.route("**/*", guard)
-    # not signed in: the plugin sends the browser to Airflow's login page, which comes back
-    page.goto(api_server.url + PAGE)
-    page.wait_for_url("**/auth/login**", timeout=60_000)
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.locator("button[type=submit]").click()
-    page.wait_for_url(f"{api_server.url}{PAGE}**", timeout=60_000)
+    sign_in(page, api_server.url, USER, PASSWORD)
     page.wait_for_selector("svg[data-chart=history]")
     shots = tmp_path_factory.mktemp("ui_screens")
     yield {"page": page, "errors": errors, "foreign": foreign, "url": api_server.url, "shots": shots}
     context.close()
+
+
+def sign_in(page, url: str, username: str, password: str) -> None:
+    """Not signed in, the plugin sends the browser to Airflow's login form, which comes back to
+    the page once the user signed in."""
+    page.goto(url + PAGE)
+    page.wait_for_url("**/auth/login**", timeout=60_000)
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(f"{url}{PAGE}**", timeout=60_000)
 
 
 def open_day(session, day: date | None = None, metric: str | None = None):
@@ -136,6 +144,44 @@ def test_page_needs_an_airflow_user(api_server):
         token = api_server.token()
         r = c.get("/purchasing-power/api/summary", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.json()["as_of"] == DAY.isoformat()
+
+
+def test_signed_in_user_without_access_to_the_dag_gets_403_and_nothing_else(api_server, browser, demo):
+    """A user Airflow authenticates but does not let read the Dag: the page and its JSON answer
+    403 with one and the same body whatever is asked (a published day, a missing one, a bad
+    parameter), so nothing leaks: no metric, no day, no storage path."""
+    import httpx
+
+    token = api_server.token(OUTSIDER, OUTSIDER_PASSWORD)
+    denied = {"detail": f"not allowed to read Dag {DAG_ID}"}
+    queries = ["", f"?day={DAY}", f"?day={D_PREV}", "?day=2099-01-01", "?day=not-a-day", "?metric=roc_auc", "?metric=nope"]
+    with httpx.Client(base_url=api_server.url, follow_redirects=False, timeout=30) as bearer, httpx.Client(
+        base_url=api_server.url, follow_redirects=False, timeout=30, cookies={"_token": token}
+    ) as cookie:
+        auth = {"Authorization": f"Bearer {token}"}
+        # Airflow itself knows the user (not 401) and refuses them the Dag
+        assert bearer.get(f"/api/v2/dags/{DAG_ID}", headers=auth).status_code == 403
+        for path in (PAGE, "/purchasing-power/api/summary"):
+            for q in queries:
+                for client, headers in ((bearer, auth), (cookie, {})):
+                    for accept in ("text/html", "application/json"):
+                        r = client.get(path + q, headers={**headers, "Accept": accept})
+                        assert r.status_code == 403, (path, q, accept, r.status_code, r.text[:300])
+                        assert r.json() == denied, (path, q, accept, r.text[:300])
+                        assert str(demo.storage) not in r.text and "roc_auc" not in r.text and str(DAY) not in r.text
+        assert bearer.get("/purchasing-power/health").status_code == 200  # the only open route
+
+    # as a person: signs in through Airflow's login form, lands on the page, reads only the refusal
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, api_server.url, OUTSIDER, OUTSIDER_PASSWORD)
+        response = page.goto(f"{api_server.url}{PAGE}?day={DAY}")
+        assert response.status == 403
+        assert json.loads(page.locator("body").inner_text()) == denied
+        assert page.locator("svg").count() == 0
+    finally:
+        context.close()
 
 
 def test_summary_api_matches_storage(api_server, demo):

@@ -33,9 +33,10 @@ DOCS = ROOT / "docs"
 DAY = date(2024, 6, 30)
 D_PREV = date(2024, 5, 31)
 #: Small but real: 400 customers over 13 months; training cadence and lookback shortened so that
-#: both days share one anchor (one fit) and the whole build takes about a minute.
+#: both days share one anchor (one fit) and the whole build takes about a minute. The settings in
+#: OVERRIDES are not run conf (conf may carry only the DAG's Params): the build sets them from code.
 DEMO = {"n_customers": 400, "start": date(2023, 6, 1), "end": DAY, "seed": 11}
-CONF = {"retrain_every_days": 90, "training_lookback_days": 150, "snapshot_step_days": 28}
+OVERRIDES = {"retrain_every_days": 90, "training_lookback_days": 150, "snapshot_step_days": 28}
 BROWSER_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -47,6 +48,9 @@ BROWSER_ARGS = [
     "--disable-sync",
 ]
 USER, PASSWORD = "admin", "ui-test-" + secrets.token_hex(4)
+#: A signed-in Airflow user who may not read the Dag: a simple-auth-manager user without a role
+#: (every role, viewer included, reads every Dag; a user without one is refused all of them).
+OUTSIDER, OUTSIDER_PASSWORD = "outsider", "ui-test-" + secrets.token_hex(4)
 
 
 def free_port() -> int:
@@ -69,7 +73,7 @@ def chromium_path() -> str:
 class Demo:
     storage: Path
     source: Path
-    conf: dict
+    overrides: dict
     days: tuple[date, ...]
     build_seconds: float
     log: str
@@ -77,7 +81,7 @@ class Demo:
     def settings(self):
         from purchasing_power.settings import Settings
 
-        return Settings(storage=str(self.storage), source=str(self.source)).with_conf(self.conf)
+        return Settings(storage=str(self.storage), source=str(self.source)).with_overrides(**self.overrides)
 
     def metrics(self, day: date) -> dict:
         return json.loads((self.storage / "metrics" / f"ds={day}" / "metrics.json").read_text())
@@ -98,16 +102,17 @@ BUILD = textwrap.dedent(
     demo = spec["demo"]
     write_demo_source(spec["source"], n_customers=demo["n_customers"], start=date.fromisoformat(demo["start"]),
                       end=date.fromisoformat(demo["end"]), seed=demo["seed"])
-    params = {"source": spec["source"], "storage": spec["storage"], **spec["conf"]}
+    params = {"source": spec["source"]}  # run conf: the DAG's Params only
+    overrides = {"storage": spec["storage"], **spec["overrides"]}
     for day in spec["days"]:
         timings = {}  # as in the DAG: a decided anchor skips train/evaluate/gate
-        run_all(params, date.fromisoformat(day), timings=timings)
+        run_all(params, date.fromisoformat(day), overrides=overrides, timings=timings)
         for stage, seconds in timings.items():
             print(f"{day} {stage} {seconds:.1f}s", flush=True)
         path = report_path(Storage.at(spec["storage"]), date.fromisoformat(day))  # publish wrote it
     # a rerun writes the same bytes
     first = open(path, "rb").read()
-    write_report(Settings().with_conf({**params}), date.fromisoformat(spec["days"][-1]))
+    write_report(Settings().with_conf(params).with_overrides(**overrides), date.fromisoformat(spec["days"][-1]))
     print("REPORT_RERUN_IDENTICAL", open(path, "rb").read() == first, flush=True)
     """
 )
@@ -130,7 +135,7 @@ def airflow_home(tmp_path_factory) -> tuple[Path, dict[str, str], subprocess.Pop
     """A private AIRFLOW_HOME (SQLite) whose ``airflow db migrate`` runs in the background."""
     home = tmp_path_factory.mktemp("ui_airflow_home")
     (home / "dags").mkdir()
-    (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+    (home / "passwords.json").write_text(json.dumps({USER: PASSWORD, OUTSIDER: OUTSIDER_PASSWORD}))
     env = child_env(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
@@ -138,7 +143,7 @@ def airflow_home(tmp_path_factory) -> tuple[Path, dict[str, str], subprocess.Pop
         AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(PLUGINS),
         AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin,{OUTSIDER}:",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
@@ -159,7 +164,7 @@ def demo(tmp_path_factory, airflow_home) -> Demo:
     spec = {
         "source": str(source),
         "storage": str(storage),
-        "conf": CONF,
+        "overrides": OVERRIDES,
         "days": [d.isoformat() for d in days],
         "demo": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in DEMO.items()},
     }
@@ -167,7 +172,7 @@ def demo(tmp_path_factory, airflow_home) -> Demo:
     t = time.time()
     proc = subprocess.run([sys.executable, "-c", BUILD, json.dumps(spec)], env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"pipeline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return Demo(storage=storage, source=source, conf=CONF, days=days, build_seconds=time.time() - t, log=proc.stdout)
+    return Demo(storage=storage, source=source, overrides=OVERRIDES, days=days, build_seconds=time.time() - t, log=proc.stdout)
 
 
 @dataclass
@@ -176,10 +181,10 @@ class ApiServer:
     proc: subprocess.Popen
     log: Path
 
-    def token(self) -> str:
+    def token(self, username: str = USER, password: str = PASSWORD) -> str:
         req = urllib.request.Request(
             f"{self.url}/auth/token",
-            data=json.dumps({"username": USER, "password": PASSWORD}).encode(),
+            data=json.dumps({"username": username, "password": password}).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )

@@ -25,19 +25,19 @@ def source(tmp_path_factory) -> str:
 
 
 def _settings(storage: Path, source: str):
-    return settings_for({"storage": str(storage), "source": source, "use_text": False})
+    return settings_for({"source": source}, {"storage": str(storage), "use_text": False})
 
 
 def test_decided_anchor_skips_training_and_publishes_the_stored_decision(tmp_path, source, monkeypatch):
     monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "a"))
-    params = {"source": source, "use_text": False}
+    params, code = {"source": source}, {"use_text": False}
     settings = _settings(tmp_path / "a", source)
     later = DAY + timedelta(days=1)
     assert anchor_for(settings, DAY) == anchor_for(settings, later), "both days must share an anchor"
 
-    first = run_all(params, DAY)
+    first = run_all(params, DAY, overrides=code)
     assert {"train", "evaluate", "gate"} <= set(first)
-    second = run_all(params, later)
+    second = run_all(params, later, overrides=code)
     assert not {"train", "evaluate", "gate"} & set(second), second
     with pytest.raises(NothingToDo, match=f"anchor {anchor_for(settings, DAY)} is already decided"):
         train_day(settings, later)
@@ -45,8 +45,8 @@ def test_decided_anchor_skips_training_and_publishes_the_stored_decision(tmp_pat
     feats = {d: json.loads(Path(first["features"] if d == DAY else second["features"]).read_text()) for d in (DAY, later)}
     assert feats[DAY]["needs_training"] is True and feats[DAY]["decision_path"] is None
     assert feats[later]["needs_training"] is False and feats[later]["decision_path"].endswith("decision.json")
-    assert run_features({**params, "day": later.isoformat()}) == []
-    assert run_features({**params, "day": later.isoformat(), "force_retrain": True}) != []
+    assert run_features({**params, "day": later.isoformat()}, overrides=code) == []
+    assert run_features({**params, "day": later.isoformat(), "force_retrain": True}, overrides=code) != []
 
     out = tmp_path / "a" / "metrics"
     m1 = json.loads((out / f"ds={DAY}" / "metrics.json").read_text())
@@ -56,7 +56,7 @@ def test_decided_anchor_skips_training_and_publishes_the_stored_decision(tmp_pat
 
     # the later day alone on fresh storage (it fits and gates the anchor itself): same bytes
     monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "b"))
-    alone = run_all(params, later)
+    alone = run_all(params, later, overrides=code)
     assert "train" in alone
     for rel in (f"predictions/ds={later}/predictions.parquet", f"metrics/ds={later}/metrics.json", f"metrics/ds={later}/report.json"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

@@ -98,6 +98,11 @@ REASON_ROWS = {
     "negative_quantity_without_cancellation": (_row(Quantity="-2"), "Quantity=-2.0 on invoice 540001"),
     "cancellation_with_positive_quantity": (_row(InvoiceNo="C540001"), "Quantity=2.0 on invoice C540001"),
     "non_sale_adjustment": (_row(StockCode="bank charges"), "StockCode=BANK CHARGES"),
+    "non_finite_number": (_row(UnitPrice="inf"), "UnitPrice=inf"),
+    "customer_out_of_range": (_row(CustomerID="9223372036854775808"), "CustomerID=9223372036854775808"),
+    "quantity_out_of_range": (_row(Quantity="1e18"), "Quantity=1e18"),
+    "price_out_of_range": (_row(UnitPrice="1e300"), "UnitPrice=1e300"),
+    "missing_stock_code": (_row(StockCode="  "), "StockCode is empty"),
 }
 
 
@@ -133,9 +138,83 @@ def test_counts_reconcile_on_a_mixed_frame(as_raw_partition):
     rows = [_row()] + [bad for bad, _ in REASON_ROWS.values()] + [_row(), _row(InvoiceNo="540003")]
     raw = as_raw_partition(_source(rows))
     clean, quarantine = clean_frame(raw)
-    assert len(raw) == 14
-    assert (len(clean), len(quarantine)) == (2, 12)
+    assert len(raw) == 3 + len(REASON_ROWS) == 19
+    assert (len(clean), len(quarantine)) == (2, len(REASON_ROWS) + 1)
     assert quarantine["reason"].value_counts().to_dict() == {r: 1 for r in REASONS}
+
+
+# -- numbers a float column cannot carry ---------------------------------------------------------
+
+NUMERIC = ("Quantity", "UnitPrice", "CustomerID")
+
+
+@pytest.mark.parametrize("column", NUMERIC)
+@pytest.mark.parametrize("text", ["inf", "-inf", "Infinity", "1e400", "-1e400", "nan", "NaN"])
+def test_non_finite_numbers_are_quarantined_with_their_text(column, text, as_raw_partition):
+    raw = as_raw_partition(_source([_row(), _row(InvoiceNo="540002", **{column: text})]))
+    clean, quarantine = clean_frame(raw)  # no IntCastingNaNError, nothing non-finite in clean
+    assert clean["invoice_no"].tolist() == ["540001"]
+    assert quarantine["reason"].tolist() == ["non_finite_number"]
+    assert quarantine["detail"].tolist() == [f"{column}={text}"]
+    assert quarantine[f"{column}_raw"].tolist() == [text]
+
+
+@pytest.mark.parametrize("column", NUMERIC)
+def test_non_finite_floats_of_a_typed_source_are_quarantined(column, as_raw_partition):
+    rows = [_row(), _row(InvoiceNo="540002"), _row(InvoiceNo="540003")]
+    frame = _source(rows).astype({c: "float64" for c in NUMERIC})
+    frame.loc[1, column] = float("inf")
+    frame.loc[2, column] = float("-inf")
+    clean, quarantine = clean_frame(as_raw_partition(frame))
+    assert clean["invoice_no"].tolist() == ["540001"]
+    assert quarantine["reason"].tolist() == ["non_finite_number"] * 2
+    assert quarantine[f"{column}_raw"].tolist() == ["inf", "-inf"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9223372036854775807",  # int64 max: a float64 cannot hold it exactly
+        "9223372036854775808",  # 2**63
+        "18446744073709551616",  # 2**64
+        "99999999999999999999999",
+        "1e19",
+        "9007199254740993",  # 2**53 + 1: read as a float it would become 2**53, another customer
+    ],
+)
+def test_customer_ids_a_float_cannot_hold_exactly_are_quarantined(text, as_raw_partition):
+    raw = as_raw_partition(_source([_row(), _row(InvoiceNo="540002", CustomerID=text)]))
+    clean, quarantine = clean_frame(raw)
+    assert clean["customer_id"].tolist() == [14911]
+    assert quarantine["reason"].tolist() == ["customer_out_of_range"]
+    assert quarantine["detail"].tolist() == [f"CustomerID={text}"]
+    assert quarantine["CustomerID_raw"].tolist() == [text]
+
+
+def test_the_largest_exact_customer_id_is_kept(as_raw_partition):
+    clean, quarantine = clean_frame(as_raw_partition(_source([_row(CustomerID="9007199254740991")])))
+    assert quarantine.empty and clean["customer_id"].tolist() == [2**53 - 1]
+
+
+@pytest.mark.parametrize(("column", "text", "reason"), [
+    ("Quantity", "1e30", "quantity_out_of_range"),
+    ("Quantity", "-9223372036854775809", "quantity_out_of_range"),
+    ("UnitPrice", "1.7e308", "price_out_of_range"),
+])
+def test_out_of_range_quantities_and_prices_are_quarantined(column, text, reason, as_raw_partition):
+    row = _row(InvoiceNo="C540002", **{column: text}) if text.startswith("-") else _row(InvoiceNo="540002", **{column: text})
+    clean, quarantine = clean_frame(as_raw_partition(_source([_row(), row])))
+    assert clean["invoice_no"].tolist() == ["540001"]
+    assert quarantine["reason"].tolist() == [reason]
+    assert quarantine[f"{column}_raw"].tolist() == [text]
+
+
+@pytest.mark.parametrize("stock", [None, "", "   "])
+def test_a_missing_stock_code_is_quarantined_not_stored_as_na_text(stock, as_raw_partition):
+    clean, quarantine = clean_frame(as_raw_partition(_source([_row(), _row(InvoiceNo="540002", StockCode=stock)])))
+    assert clean["stock_code"].tolist() == ["22423"]
+    assert quarantine["reason"].tolist() == ["missing_stock_code"]
+    assert quarantine["detail"].tolist() == ["StockCode is empty"]
 
 
 def test_clean_frame_of_an_empty_partition(as_raw_partition, tiny_raw):

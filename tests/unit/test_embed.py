@@ -302,7 +302,7 @@ def test_cache_part_columns_and_idempotent_name(ref, storage, settings):
     assert table.column_names == ["key", "text", "vector", "model_id", "revision"]
     assert set(table.column("text").to_pylist()) == set(TEXTS[:3])
     assert set(table.column("revision").to_pylist()) == {ref.revision}
-    cache = embedding.EmbeddingCache(storage, ref)
+    cache = embedding.EmbeddingCache(storage, ref, report["precision"])
     keys = table.column("key").to_pylist()
     vecs = np.stack([cache.lookup(keys)[k] for k in keys])
     assert cache.add(keys[::-1], table.column("text").to_pylist()[::-1], vecs[::-1]) == report["cache_part"]
@@ -310,16 +310,16 @@ def test_cache_part_columns_and_idempotent_name(ref, storage, settings):
 
 
 def test_other_revision_invalidates_the_cache(ref, storage, settings, monkeypatch):
-    embedding.embed_new(TEXTS[:3], storage, settings)
+    precision = embedding.embed_new(TEXTS[:3], storage, settings)["precision"]
     other = dataclasses.replace(ref, revision="f" * 12)
-    assert embedding.EmbeddingCache(storage, other).lookup(embedding.text_key(other, t) for t in TEXTS[:3]) == {}
+    assert embedding.EmbeddingCache(storage, other, precision).lookup(embedding.text_key(other, t) for t in TEXTS[:3]) == {}
     monkeypatch.setattr("purchasing_power.embedding.cache.resolve_model", lambda name: other)
     again = embedding.embed_new(TEXTS[:3], storage, settings)
     assert (again["cached"], again["new"], again["revision"]) == (0, 3, "f" * 12)
 
 
 def test_duplicate_keys_across_parts_resolve_to_first_part_by_name(ref, storage):
-    cache = embedding.EmbeddingCache(storage, ref)
+    cache = embedding.EmbeddingCache(storage, ref, "float32")
     k = [embedding.text_key(ref, t) for t in ("A", "B", "C")]
     ones, twos = np.ones((2, 384), np.float32), np.full((2, 384), 2, np.float32)
     p1 = cache.add([k[0], k[1]], ["A", "B"], ones)
@@ -365,12 +365,91 @@ def test_load_vectors_refuses_unseen_texts(storage, settings):
         embedding.load_vectors([TEXTS[0], "NEVER SEEN", "NOR THIS", ""], storage, settings)
 
 
+# -- the compute precision is part of the cache key --------------------------------------------------
+def _with(settings, precision):
+    return dataclasses.replace(settings, embed_precision=precision)
+
+
+def _native_bf16(monkeypatch, native: bool) -> None:
+    """Make ``auto`` resolve as on a CPU with (bfloat16) or without (float32) native bf16."""
+    monkeypatch.setattr("purchasing_power.embedding.device.cpu_has_native_bf16", lambda: native)
+
+
+def test_precisions_are_cached_apart(ref, storage, settings):
+    """float32 and bfloat16 vectors of one text never share a cache entry: a worker of the other
+    precision embeds the text again instead of taking the first worker's vectors."""
+    f32, b16 = _with(settings, "float32"), _with(settings, "bfloat16")
+    a = embedding.embed_new(TEXTS[:4], storage, f32)
+    b = embedding.embed_new(TEXTS[:4], storage, b16)
+    assert (a["precision"], a["new"], b["precision"], b["new"]) == ("float32", 4, "bfloat16", 4)
+    assert Path(a["cache_part"]).parent.name == "precision=float32"
+    assert Path(b["cache_part"]).parent.name == "precision=bfloat16"
+    direct32, _ = _embed(TEXTS[:4], ref, precision="float32")
+    direct16, _ = _embed(TEXTS[:4], ref, precision="bfloat16")
+    v32 = embedding.load_vectors(TEXTS[:4], storage, f32)
+    v16 = embedding.load_vectors(TEXTS[:4], storage, b16)
+    assert np.array_equal(v32, direct32) and np.array_equal(v16, direct16) and not np.array_equal(v32, v16)
+    # auto reads the precision the embed stage recorded (its last run: bfloat16)
+    assert np.array_equal(embedding.load_vectors(TEXTS[:4], storage, _with(settings, "auto")), v16)
+
+
+def test_load_vectors_refuses_a_precision_the_embed_stage_did_not_write(storage, settings):
+    embedding.embed_new(TEXTS[:3], storage, _with(settings, "float32"))
+    with pytest.raises(ValueError, match=r"3 of 3 distinct texts have no bfloat16 embedding.*named by embed_precision.*stored as float32 \(3\)"):
+        embedding.load_vectors(TEXTS[:3], storage, _with(settings, "bfloat16"))
+
+
+def test_reader_takes_the_precision_the_embed_worker_recorded(ref, storage, settings, monkeypatch):
+    """The Airflow split: embed runs on one kind of worker (here a CPU with native bf16), features
+    and score on another whose own ``auto`` would resolve otherwise (float32): the reader takes
+    the precision recorded by the embed stage, never its own."""
+    _native_bf16(monkeypatch, True)
+    report = embedding.embed_new(TEXTS[:3], storage, settings)
+    assert (report["precision"], report["device"]) == ("bfloat16", "cpu")
+    recorded = Storage.at(settings.storage).read_json(str(Path(report["cache_part"]).parents[1] / "precision.json"))
+    assert recorded["precision"] == "bfloat16" and recorded["revision"] == ref.revision
+    _native_bf16(monkeypatch, False)
+    direct, _ = _embed(TEXTS[:3], ref, precision="bfloat16")
+    assert np.array_equal(embedding.load_vectors(TEXTS[:3], storage, settings), direct)
+
+
+def test_auto_carries_the_recorded_precision_over_to_its_own(ref, storage, settings, monkeypatch):
+    """A storage whose vectors are float32 meets an embed worker that computes in bfloat16 (auto):
+    the plan (made anywhere) counts new only what the recorded precision lacks, and the embed
+    worker re-embeds every recorded text with the new ones, so the day's texts share one
+    precision and readers follow the new record."""
+    _native_bf16(monkeypatch, False)
+    assert embedding.embed_new(TEXTS[:3], storage, settings)["precision"] == "float32"
+    _native_bf16(monkeypatch, True)
+    shards = embedding.plan_shards(TEXTS[:5], 10, storage=storage, settings=settings)
+    assert shards == [sorted(TEXTS[3:5])]
+    report = embedding.embed_new(shards[0], storage, settings)
+    assert (report["precision"], report["new"], report["carried"]) == ("bfloat16", 2, 3)
+    direct, _ = _embed(TEXTS[:5], ref, precision="bfloat16")
+    assert np.array_equal(embedding.load_vectors(TEXTS[:5], storage, settings), direct)
+    again = embedding.embed_new(TEXTS[:5], storage, settings)
+    assert (again["new"], again["carried"], again["cache_part"]) == (0, 0, None)
+
+
+def test_mixed_precisions_for_one_days_texts_are_refused(storage, settings):
+    embedding.embed_new(TEXTS[2:4], storage, _with(settings, "float32"))
+    embedding.embed_new(TEXTS[:2], storage, _with(settings, "bfloat16"))  # explicit: nothing carried over
+    with pytest.raises(ValueError, match=r"2 of 4 distinct texts have no bfloat16 embedding.*recorded by the embed stage.*stored as float32 \(2\).*one precision"):
+        embedding.load_vectors(TEXTS[:4], storage, settings)
+
+
+def test_load_vectors_without_any_stored_precision_says_so(storage, settings):
+    with pytest.raises(ValueError, match=r"no embeddings .*run the embed stage"):
+        embedding.load_vectors(TEXTS[:1], storage, settings)
+
+
 def test_cache_hit_path_is_fast(ref, storage, settings):
     n = 20000
     texts = [f"PRODUCT {i} DESCRIPTION" for i in range(n)]
     keys = [embedding.text_key(ref, t) for t in texts]
     rng = np.random.default_rng(0)
-    embedding.EmbeddingCache(storage, ref).add(keys, texts, rng.standard_normal((n, 384)).astype(np.float32))
+    precision = embedding.resolve_precision(settings.embed_precision, "cpu")  # what embed_new computes in
+    embedding.EmbeddingCache(storage, ref, precision).add(keys, texts, rng.standard_normal((n, 384)).astype(np.float32))
     embedding.load_vectors(texts[:10], storage, settings)  # first read loads the part
     t0 = time.perf_counter()
     report = embedding.embed_new(texts, storage, settings)

@@ -89,4 +89,4 @@ def test_baseline_bundle_and_switched_off_are_left_alone(bundle):
 
 def test_negative_window_count_is_refused():
     with pytest.raises(ValueError, match="recalibration_windows"):
-        Settings().with_conf({"recalibration_windows": "-1"})
+        Settings().with_overrides(recalibration_windows="-1")

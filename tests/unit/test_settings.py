@@ -1,15 +1,18 @@
-"""Settings: environment, run conf overrides, validation, and the day a run covers."""
+"""Settings: environment, run conf (the DAG's Params only), code overrides, validation.
+
+Which day a run covers is tested in test_calendar.py."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from purchasing_power import settings as settings_mod
-from purchasing_power.calendar import resolve_day
-from purchasing_power.settings import DEFAULT_EMBED_MODEL, Settings
+from purchasing_power.errors import InputError
+from purchasing_power.settings import CONF_KEYS, DEFAULT_EMBED_MODEL, Settings
 
 ENV_VARS = (
     "PURCHASING_POWER_STORAGE",
@@ -102,17 +105,72 @@ def test_with_conf_column_map_as_json_string_or_dict(base):
     assert base.with_conf({"column_map": "  "}).column_map == {}
 
 
-def test_with_conf_keeps_defaults_for_none_empty_and_unknown_keys(base):
-    s = base.with_conf({"source": "", "model": None, "day": "2011-08-31", "airflow_thing": 1})
+def test_with_conf_keeps_defaults_for_none_and_empty_values(base):
+    s = base.with_conf({"source": "", "model": None, "day": "2011-08-31", "column_map": None, "force_retrain": None})
     assert s == base
     assert base.with_conf(None) is base
     assert base.with_conf({}) is base
 
 
-def test_with_conf_overrides_typed_fields(base):
-    s = base.with_conf({"source": "/other.csv", "force_retrain": True, "seed": 7, "candidates": "hgb,logreg"})
-    assert (s.source, s.force_retrain, s.seed, s.candidates) == ("/other.csv", True, 7, ("hgb", "logreg"))
-    assert base.with_conf({"candidates": ["logreg"]}).candidates == ("logreg",)
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"storage": "/elsewhere"},
+        {"storage": "s3://attacker-bucket/pp"},
+        {"airflow_thing": 1},
+        {"use_text": False},
+        {"seed": 7, "source": "/ok.csv"},
+        {"embed_model": "/models/x"},  # the Param is ``model``
+    ],
+)
+def test_with_conf_refuses_keys_the_dag_does_not_declare(base, conf):
+    """A user allowed only to trigger the DAG must not redirect storage or change how models are
+    fitted: conf may carry the DAG's Params only, anything else names itself and the allowed keys."""
+    bad = sorted(k for k in conf if k not in CONF_KEYS)
+    with pytest.raises(InputError, match=f"run conf key\\(s\\) {bad[0]!r}.*not allowed: conf may set only day, source, column_map, model, force_retrain"):
+        base.with_conf(conf)
+
+
+def test_storage_comes_only_from_the_environment(clean_env, tmp_path):
+    from purchasing_power.pipeline import settings_for
+
+    clean_env.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "deployment"))
+    with pytest.raises(ValueError, match="'storage'.*not allowed"):
+        settings_for({"storage": str(tmp_path / "elsewhere"), "day": "2011-08-31"})
+    assert settings_for({"day": "2011-08-31", "source": "/s.csv"}).storage == str(tmp_path / "deployment")
+
+
+def test_conf_keys_are_exactly_the_params_the_dag_declares():
+    """The DAG declares its Params in code: parse it (no Airflow import) and compare."""
+    dag_file = Path(settings_mod.PROJECT_ROOT) / "dags" / "purchasing_power_daily.py"
+    declared = set()
+    for node in ast.walk(ast.parse(dag_file.read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "params" and isinstance(node.value, ast.Dict):
+            declared |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    assert declared == set(CONF_KEYS)
+
+
+def test_with_conf_sets_declared_params(base):
+    s = base.with_conf({"source": "/other.csv", "force_retrain": True, "day": "2011-08-31"})
+    assert (s.source, s.force_retrain) == ("/other.csv", True)
+    assert s.storage == base.storage
+
+
+def test_with_overrides_sets_any_field_from_code(base):
+    s = base.with_overrides(seed=7, candidates="hgb,logreg", use_text=False, model="/models/m")
+    assert (s.seed, s.candidates, s.use_text, s.embed_model) == (7, ("hgb", "logreg"), False, "/models/m")
+    assert base.with_overrides(candidates=["logreg"]).candidates == ("logreg",)
+    assert base.with_overrides() is base
+    with pytest.raises(ValueError, match="unknown setting\\(s\\) 'sede'"):
+        base.with_overrides(sede=1)
+
+
+def test_settings_for_applies_conf_then_code_overrides(clean_env, tmp_path):
+    from purchasing_power.pipeline import settings_for
+
+    clean_env.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "d"))
+    s = settings_for({"source": "/s.csv", "force_retrain": "true"}, {"use_text": False, "seed": "5"})
+    assert (s.source, s.force_retrain, s.use_text, s.seed, s.storage) == ("/s.csv", True, False, 5, str(tmp_path / "d"))
 
 
 @pytest.mark.parametrize(
@@ -131,7 +189,10 @@ def test_with_conf_overrides_typed_fields(base):
 )
 def test_with_conf_rejects_invalid_values_clearly(base, conf, message):
     with pytest.raises(ValueError, match=message):
-        base.with_conf(conf)
+        if set(conf) <= set(CONF_KEYS):
+            base.with_conf(conf)
+        else:  # fields run conf cannot set are validated the same way when code sets them
+            base.with_overrides(**conf)
 
 
 def test_validated_rejects_empty_storage():
@@ -139,41 +200,11 @@ def test_validated_rejects_empty_storage():
         dataclasses.replace(Settings(storage="/x"), storage="").validated()
 
 
-# -- resolve_day ------------------------------------------------------------------------------
-
-
-UTC = timezone.utc
-
-
-def test_resolve_day_param_wins():
-    logical = datetime(2024, 1, 10, tzinfo=UTC)
-    assert resolve_day("2011-08-31", logical, logical + timedelta(hours=1)) == date(2011, 8, 31)
-    assert resolve_day("2011-08-31", None, None) == date(2011, 8, 31)
-
-
-def test_resolve_day_scheduled_run_covers_the_day_before_logical_date():
-    # @daily fires at 00:00 of D+1; the run's logical date is D+1 00:00 UTC.
-    assert resolve_day(None, datetime(2011, 9, 1, 0, 0, tzinfo=UTC), datetime(2011, 9, 1, 0, 5, tzinfo=UTC)) == date(2011, 8, 31)
-    assert resolve_day("", datetime(2011, 3, 1, tzinfo=UTC), None) == date(2011, 2, 28)
-    assert resolve_day(None, datetime(2012, 1, 1, 23, 59), None) == date(2011, 12, 31)
-
-
-def test_resolve_day_manual_run_without_logical_date_uses_run_after():
-    assert resolve_day(None, None, datetime(2024, 6, 15, 10, 30, tzinfo=UTC)) == date(2024, 6, 14)
-
-
-def test_resolve_day_errors():
-    with pytest.raises(ValueError, match="Param 'day' must be YYYY-MM-DD, got '31/08/2011'"):
-        resolve_day("31/08/2011", datetime(2011, 9, 1, tzinfo=UTC), None)
-    with pytest.raises(ValueError, match="no 'day' Param and no logical date"):
-        resolve_day(None, None, None)
-
-
 def test_with_conf_coerces_untyped_conf_values():
-    s = Settings().with_conf({"force_retrain": "false", "seed": "3", "gate_min_lift": "0.01", "use_smote": "true"})
+    s = Settings().with_conf({"force_retrain": "false"}).with_overrides(seed="3", gate_min_lift="0.01", use_smote="true")
     assert s.force_retrain is False and s.use_smote is True
     assert s.seed == 3 and s.gate_min_lift == 0.01
     with pytest.raises(ValueError, match="force_retrain must be true or false"):
         Settings().with_conf({"force_retrain": "maybe"})
     with pytest.raises(ValueError, match="seed must be an integer"):
-        Settings().with_conf({"seed": "x"})
+        Settings().with_overrides(seed="x")

@@ -190,3 +190,94 @@ def test_memory_filesystem_round_trip_and_list_days():
     pd.testing.assert_frame_equal(st.read_parquet(path), _frame(3))
     assert st.exists(path)
     assert st.list_days("clean", "clean.parquet") == [date(2011, 8, 1), DAY]
+
+
+# -- paths read from stored records -------------------------------------------------------------
+
+
+def test_resolve_inside_accepts_paths_under_the_root(tmp_path):
+    st = Storage.at(str(tmp_path / "data"))
+    inside = st.path("models", DAY, "candidate.pkl")
+    assert st.resolve_inside(inside) == inside
+    s3 = Storage.at("pp_s3@s3://bucket/pp")
+    # written through another connection id or none: read through this root's connection
+    assert s3.resolve_inside("s3://bucket/pp/models/ds=2011-08-31/x.pkl") == "s3://pp_s3@bucket/pp/models/ds=2011-08-31/x.pkl"
+    assert s3.resolve_inside("s3://other@bucket/pp/models/x.pkl") == "s3://pp_s3@bucket/pp/models/x.pkl"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "{root}/../evil.pkl",
+        "{root}/models/../../evil.pkl",
+        "{root}/models/./x.pkl",
+        "{root}//x.pkl",
+        "{root}",
+        "{root}-other/models/x.pkl",
+        "/etc/passwd",
+        "models/x.pkl",
+        "s3://attacker/pp/models/x.pkl",
+        "file://{root}/../x.pkl",
+        "",
+        None,
+    ],
+)
+def test_resolve_inside_refuses_paths_that_escape_the_root(tmp_path, stored):
+    from purchasing_power.errors import InputError
+
+    st = Storage.at(str(tmp_path / "data"))
+    path = stored.format(root=st.root) if isinstance(stored, str) else stored
+    with pytest.raises(InputError, match="outside the storage root"):
+        st.resolve_inside(path)
+
+
+def test_resolve_inside_refuses_another_bucket_or_scheme():
+    from purchasing_power.errors import InputError
+
+    st = Storage.at("s3://bucket/pp")
+    for stored in ("s3://bucket/ppx/models/x.pkl", "s3://bucket2/pp/models/x.pkl", "gs://bucket/pp/models/x.pkl", "/bucket/pp/x.pkl"):
+        with pytest.raises(InputError, match="outside the storage root"):
+            st.resolve_inside(stored)
+
+
+# -- durability and leftovers of local writes ---------------------------------------------------
+
+
+def test_local_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        import stat
+
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(storage_mod.os, "fsync", fsync)
+    monkeypatch.setattr(storage_mod.os, "replace", replace)
+    st = Storage.at(str(tmp_path))
+    st.write_bytes(st.path("metrics", DAY, "metrics.json"), b"{}\n")
+    assert events[-3:] == ["fsync-file", "replace", "fsync-dir"]
+    assert events.count("fsync-dir") >= 3  # the new metrics/ and ds= folders' entries too
+
+
+def test_a_write_removes_temp_files_older_than_an_hour_in_its_folder(tmp_path):
+    import time
+
+    st = Storage.at(str(tmp_path))
+    folder = tmp_path / "predictions" / "ds=2011-08-31"
+    folder.mkdir(parents=True)
+    old = folder / f".predictions.parquet.tmp-{uuid.uuid4().hex}"
+    fresh = folder / f".metrics.json.tmp-{uuid.uuid4().hex}"  # a live writer's
+    other = folder / ".notes.tmp-keep"  # not one of ours
+    for f in (old, fresh, other):
+        f.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    os.utime(other, (two_hours_ago, two_hours_ago))
+    st.write_parquet(_frame(2), st.path("predictions", DAY, "predictions.parquet"))
+    assert _files(folder) == sorted([fresh.name, other.name, "predictions.parquet"])

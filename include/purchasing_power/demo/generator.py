@@ -195,21 +195,21 @@ def _sample_products(rng: np.random.Generator, cat: Catalogue, fam_probs: np.nda
     return prod
 
 
-# --------------------------------------------------------------------------------------------
-# The generator
-# --------------------------------------------------------------------------------------------
-
 
 def generate_demo_transactions(
     n_customers: int = 2500,
     start: date = date(2023, 1, 1),
     end: date = date(2024, 12, 31),
     seed: int = 7,
+    *,
+    customer_id_start: int | None = None,
+    invoice_start: int | None = None,
 ) -> pd.DataFrame:
     """Generate the demo transactions (canonical UCI Online Retail columns and dtypes).
 
-    Deterministic for the same arguments. See the module docstring for the generative process.
-    """
+    Deterministic for the same arguments (the process: module docstring). ``customer_id_start``
+    / ``invoice_start`` put the ids in ``[start, start + 3n)`` and number invoices from there, so
+    blocks generated apart never share one (``writer.write_demo_source``, large sources)."""
     if isinstance(start, str):
         start = date.fromisoformat(start)
     if isinstance(end, str):
@@ -244,6 +244,7 @@ def generate_demo_transactions(
     lo_id, span = 12346, max(6000, 3 * n)
     if lo_id + span > 100_000:
         lo_id, span = 10_000, max(90_000, 2 * n)
+    lo_id, span = (int(customer_id_start), 3 * n) if customer_id_start is not None else (lo_id, span)
     cust_id = rng.choice(span, size=n, replace=False) + lo_id
 
     # ---- customer orders: BG/NBD with calendar thinning -----------------------------------------
@@ -417,6 +418,7 @@ def generate_demo_transactions(
     inv_order = np.lexsort((inv_tie, inv_min))
     n_inv = len(inv_min)
     first_no = _FIRST_INVOICE if _FIRST_INVOICE + n_inv < 1_000_000 else 100_000
+    first_no = int(invoice_start) if invoice_start is not None else first_no
     inv_no = np.empty(n_inv, dtype=np.int64)
     inv_no[inv_order] = first_no + np.arange(n_inv)
     inv_str = np.array(

@@ -45,17 +45,66 @@ def to_parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def write_demo_source(path: str, **kwargs: Any) -> str:
+#: Customers generated at once: a larger source is written block by block (bounded memory).
+BLOCK_CUSTOMERS = 25_000
+
+
+def write_demo_source(path: str, *, block_customers: int = BLOCK_CUSTOMERS, **kwargs: Any) -> str:
     """Generate the demo transactions and write them atomically as Parquet to ``path``.
 
     ``path`` is a local path or an fsspec URI; ``kwargs`` go to :func:`generate_demo_transactions`.
+    Up to ``block_customers`` customers the file is one frame. A larger source is generated in
+    blocks of ``block_customers`` customers (block b seeded ``seed + b``, with its own customer-id
+    range and invoice numbers following the previous block's), each block written as row groups
+    of one Parquet file, so memory stays that of one block whatever the size: the file is in
+    block order, not time order (the pipeline sorts by day when it stages a source).
     Returns ``path``.
     """
     from purchasing_power.storage import atomic_write_bytes
 
-    data = to_parquet_bytes(generate_demo_transactions(**kwargs))
-    atomic_write_bytes(path, data)
+    n = int(kwargs.pop("n_customers", 2500))
+    if n <= block_customers:
+        atomic_write_bytes(path, to_parquet_bytes(generate_demo_transactions(n_customers=n, **kwargs)))
+        return path
+    _write_blocks(path, n, int(block_customers), kwargs)
     return path
+
+
+def _write_blocks(path: str, n: int, block: int, kwargs: dict[str, Any]) -> None:
+    import os
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from purchasing_power.storage import atomic_write_bytes
+
+    seed = int(kwargs.pop("seed", 7))
+    local = "://" not in path
+    folder = os.path.dirname(os.path.abspath(path)) if local else None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".demo-", suffix=".parquet.tmp", dir=folder)
+    os.close(fd)
+    try:
+        invoice, schema = 100_000, _arrow_schema()
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for b, start in enumerate(range(0, n, block)):
+                size = min(block, n - start)
+                df = generate_demo_transactions(
+                    n_customers=size, seed=seed + b, customer_id_start=10_000 + 3 * start, invoice_start=invoice, **kwargs
+                )
+                invoice = int(df["InvoiceNo"].str.lstrip("C").astype("int64").max()) + 1
+                writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), row_group_size=1 << 20)
+                del df
+        if local:
+            os.replace(tmp, path)
+        else:
+            with open(tmp, "rb") as fh:
+                atomic_write_bytes(path, fh.read())
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,15 +134,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo source exists, left as is: {out}")
             return 0
     try:
-        df = generate_demo_transactions(n_customers=args.customers, start=args.start, end=args.end, seed=args.seed)
+        write_demo_source(out, n_customers=args.customers, start=args.start, end=args.end, seed=args.seed)
     except ValueError as exc:
         parser.error(str(exc))
-    from purchasing_power.storage import atomic_write_bytes
-
-    atomic_write_bytes(out, to_parquet_bytes(df))
-    print(
-        f"wrote {len(df):,} rows, {df['InvoiceNo'].nunique():,} invoices, "
-        f"{df['CustomerID'].nunique():,} customers, {df['InvoiceDate'].min()} .. {df['InvoiceDate'].max()} to {out}"
-    )
+    print(f"wrote {_summary(out)} to {out}")
     return 0
+
+
+def _summary(path: str) -> str:
+    """Rows, invoices, customers and date range of a written demo file (read column by column)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from purchasing_power.storage import filesystem_for, strip_conn
+
+    with filesystem_for(path).open(strip_conn(path), "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        invoices = pc.count_distinct(pf.read(columns=["InvoiceNo"])["InvoiceNo"]).as_py()
+        customers = pc.count_distinct(pf.read(columns=["CustomerID"])["CustomerID"], mode="only_valid").as_py()
+        dates = pc.min_max(pf.read(columns=["InvoiceDate"])["InvoiceDate"])
+        return (f"{pf.metadata.num_rows:,} rows, {invoices:,} invoices, {customers:,} customers, "
+                f"{dates['min'].as_py()} .. {dates['max'].as_py()}")
 

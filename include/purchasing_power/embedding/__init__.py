@@ -2,7 +2,8 @@
 
 The modules, each one job (dependencies point down the list):
 
-* :mod:`~purchasing_power.embedding.cache`: the vector cache under the storage root, and what
+* :mod:`~purchasing_power.embedding.cache`: the vector cache under the storage root (a folder
+  per compute precision; readers take the precision :func:`read_precision` names), and what
   fills and reads it (:func:`embed_new`, :func:`plan_shards`, :func:`load_vectors`).
 * :mod:`~purchasing_power.embedding.encoder`: texts -> vectors (:func:`embed_texts`) with
   shape-stable batching, so a text's vector is bit-identical whatever it is embedded with.
@@ -16,7 +17,7 @@ embedded.
 
 from __future__ import annotations
 
-from purchasing_power.embedding.cache import EmbeddingCache, embed_new, load_vectors, plan_shards, split_texts
+from purchasing_power.embedding.cache import EmbeddingCache, embed_new, load_vectors, plan_shards, read_precision, split_texts
 from purchasing_power.embedding.device import cpu_has_native_bf16, resolve_device, resolve_precision
 from purchasing_power.embedding.encoder import (
     CPU_BATCH_TOKENS,
@@ -51,6 +52,7 @@ __all__ = [
     "model_max_length",
     "padded_length",
     "plan_shards",
+    "read_precision",
     "resolve_device",
     "resolve_model",
     "resolve_precision",

@@ -1,9 +1,11 @@
 """Where and in what precision the encoder runs: device, compute dtype, cores, device name.
 
 Vectors depend on the compute precision (``embed_precision``: float16 on CUDA, bfloat16 on CPUs
-with native bf16 matmuls, float32 elsewhere; cosine >= 0.9999 between them) and may depend on the
-batch settings and thread count: keep those fixed for a storage root (they are, through
-:class:`~purchasing_power.settings.Settings`, on one kind of machine).
+with native bf16 matmuls, float32 elsewhere; cosine >= 0.9999 between them), so the embedding
+cache keeps each precision apart (see :mod:`purchasing_power.embedding.cache`). They may also
+depend on the device kind, batch settings and thread count at one precision: keep those fixed for
+a storage root (they are, through :class:`~purchasing_power.settings.Settings`, on one kind of
+machine).
 """
 
 from __future__ import annotations
@@ -19,23 +21,24 @@ log = logging.getLogger(__name__)
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu`` (with a warning); a ``cuda``
-    request without a GPU also falls back to ``cpu``. Anything else but ``cpu`` is an error."""
+    request without a GPU also falls back to ``cpu``. Anything else but ``cpu`` is an error.
+    ``cpu`` does not import torch (a cache hit on a CPU worker needs none)."""
+    device = (device or "auto").lower()
+    if device == "cpu":
+        return "cpu"
+    if device != "auto" and not device.startswith("cuda"):
+        raise ValueError(f"embed device must be auto, cpu or cuda, got {device!r}")
     import torch
 
-    device = (device or "auto").lower()
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
         log.warning("embed: no CUDA device here, falling back to CPU (%d threads)", torch.get_num_threads())
         return "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            log.warning("CUDA requested but not available; falling back to CPU")
-            return "cpu"
-        return device
-    if device == "cpu":
+    if not torch.cuda.is_available():
+        log.warning("CUDA requested but not available; falling back to CPU")
         return "cpu"
-    raise ValueError(f"embed device must be auto, cpu or cuda, got {device!r}")
+    return device
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,4 +1,11 @@
-"""The clean stage: split raw partitions into clean rows and quarantined rows with a reason."""
+"""The clean stage: split raw partitions into clean rows and quarantined rows with a reason.
+
+A run for day D cleans ``raw/ds=D`` (always) and every earlier raw day whose clean partition is
+missing or was made from other raw rows than the raw partition holds now (the clean manifest
+records the raw fingerprint each clean partition was made from), so history that extract wrote
+again after a source change is cleaned again. A quarantined row lands in the quarantine
+partition of the raw partition that held it: an undated row on the day extract handed it to.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +14,61 @@ from datetime import date
 from typing import Any
 
 from purchasing_power.clean import clean_frame
+from purchasing_power.extract import read_manifest, write_manifest
 from purchasing_power.schemas import clean_schema, quarantine_schema
 from purchasing_power.settings import Settings
-from purchasing_power.storage import CLEAN_FILE, QUARANTINE_FILE, RAW_FILE, Workspace
+from purchasing_power.storage import CLEAN_FILE, CLEAN_MANIFEST, QUARANTINE_FILE, RAW_FILE, RAW_MANIFEST, Storage, Workspace
 
 log = logging.getLogger(__name__)
 
+#: Column clean_day adds to the raw rows it cleans: the day of the raw partition each came from.
+_PARTITION = "__partition_day"
+
 
 def clean_day(settings: Settings, day: date) -> dict[str, Any]:
-    """Clean the run's day and every earlier raw day without a clean partition.
+    """Clean the run's day and every earlier raw day without an up-to-date clean partition.
     Returns a report with row counts that reconcile: read = clean + quarantined."""
+    import numpy as np
 
     ws = Workspace.for_settings(settings)
-    raw_days = ws.per_source.list_days("raw", RAW_FILE)
+    store = ws.per_source
+    raw_days = store.list_days("raw", RAW_FILE)
     if day not in raw_days:
-        raise FileNotFoundError(f"no raw partition for {day} at {ws.per_source.path('raw', day, RAW_FILE)}: run extract first")
-    done = set(ws.per_source.list_days("clean", CLEAN_FILE))
-    todo = [d for d in raw_days if d <= day and (d == day or d not in done)]
+        raise FileNotFoundError(f"no raw partition for {day} at {store.path('raw', day, RAW_FILE)}: run extract first")
+    done = set(store.list_days("clean", CLEAN_FILE))
+    raw_entries: dict[str, Any] = read_manifest(store, RAW_MANIFEST).get("days", {})
+    made_from: dict[str, Any] = dict(read_manifest(store, CLEAN_MANIFEST).get("days", {}))
+    old = dict(made_from)
+
+    def current(d: date) -> bool:
+        raw_hash = raw_entries.get(d.isoformat(), {}).get("hash")
+        return d in done and raw_hash is not None and made_from.get(d.isoformat()) == raw_hash
+
+    todo = [d for d in raw_days if d <= day and (d == day or not current(d))]
+    stale = [d.isoformat() for d in todo if d.isoformat() in made_from]
+    if stale:  # first forget what these partitions were made from: a write cut short is redone next time
+        write_manifest(store, CLEAN_MANIFEST, {"days": {k: v for k, v in made_from.items() if k not in stale}})
+
     # Clean all pending days in one vectorised pass (duplicates can only occur within a day,
     # since the invoice timestamp is part of the row), then write one partition per day.
-    raw = ws.per_source.read_parquet_many([ws.per_source.path("raw", d, RAW_FILE) for d in todo])
+    paths = [store.path("raw", d, RAW_FILE) for d in todo]
+    raw = store.read_parquet_many(paths)
+    sizes = _partition_sizes(store, todo, raw_entries, len(raw))
+    raw[_PARTITION] = np.repeat(np.array(todo, dtype=object), sizes)
     clean, quarantine = clean_frame(raw)
     if len(raw) != len(clean) + len(quarantine):  # invariant: no row is lost
         raise AssertionError(f"row counts do not reconcile: {len(raw)} != {len(clean)} + {len(quarantine)}")
-    clean_days = clean["invoice_ts"].dt.date
-    q_days = quarantine["InvoiceDate"].dt.date.where(quarantine["InvoiceDate"].notna(), day)
-    clean_by_day = dict(tuple(clean.groupby(clean_days, sort=False)))
+    q_days = quarantine.pop(_PARTITION)
+    clean_by_day = dict(tuple(clean.groupby(clean["invoice_ts"].dt.date, sort=False)))
     q_by_day = dict(tuple(quarantine.groupby(q_days, sort=False)))
     c_schema, q_schema = clean_schema(), quarantine_schema()
     day_counts: dict[str, Any] = {}
     for d in todo:
         c = clean_by_day.get(d, clean.iloc[0:0]).reset_index(drop=True)
         q = q_by_day.get(d, quarantine.iloc[0:0]).reset_index(drop=True)
-        ws.per_source.write_parquet(c, ws.per_source.path("clean", d, CLEAN_FILE), schema=c_schema)
+        store.write_parquet(c, store.path("clean", d, CLEAN_FILE), schema=c_schema)
         ws.root.write_parquet(q, ws.root.path("quarantine", d, QUARANTINE_FILE), schema=q_schema)
+        made_from[d.isoformat()] = raw_entries.get(d.isoformat(), {}).get("hash")
         if d == day:
             day_counts = {
                 "read": len(c) + len(q),
@@ -48,12 +76,51 @@ def clean_day(settings: Settings, day: date) -> dict[str, Any]:
                 "quarantined": len(q),
                 "quarantine_reasons": {str(k): int(v) for k, v in q["reason"].value_counts().sort_index().items()},
             }
+    write_manifest(store, CLEAN_MANIFEST, {"days": made_from})  # last: commits the partitions
+    changed = sorted(d for d in todo if old.get(d.isoformat()) is not None and old[d.isoformat()] != made_from[d.isoformat()])
+    invalidated = invalidate_derived(store, changed[0]) if changed else []
     report = {
         "day": day.isoformat(),
         "partitions_cleaned": len(todo),
+        "history_recleaned": [d.isoformat() for d in todo if d != day and d in done],
+        "history_changed": [d.isoformat() for d in changed],
+        "derived_invalidated": invalidated,
         "totals": {"read": len(raw), "clean": len(clean), "quarantined": len(quarantine)},
         "run_day": day_counts,
         "quarantine_path": ws.root.path("quarantine", day, QUARANTINE_FILE),
     }
     log.info("clean %s: %s", day, report)
     return report
+
+
+def _partition_sizes(store: Storage, days: list[date], entries: dict[str, Any], total: int) -> list[int]:
+    """Rows of each day's raw partition, in ``days`` order: from the raw manifest, or counted
+    from the files when it does not account for all ``total`` rows read."""
+    sizes = [entries.get(d.isoformat(), {}).get("rows") for d in days]
+    if None in sizes or sum(sizes) != total:
+        sizes = [len(store.read_parquet(store.path("raw", d, RAW_FILE), columns=["InvoiceNo"])) for d in days]
+    return sizes
+
+
+#: What is computed from the clean history, per day (features) or per anchor (models, evaluations).
+DERIVED = ("features", "models", "evaluation")
+
+
+def invalidate_derived(store: Storage, since: date) -> list[str]:
+    """Remove the stored features, models and evaluations of days >= ``since``: they were
+    computed from clean history that has changed (a replaced source), so the next run of an
+    affected day computes them again instead of reusing stale ones. Returns the removed folders."""
+    removed = []
+    for dataset in DERIVED:
+        base = store.path(dataset)
+        if not store.fs.exists(base):
+            continue
+        for entry in sorted(store.fs.ls(base, detail=False)):
+            leaf = entry.rstrip("/").rsplit("/", 1)[-1]
+            if leaf.startswith("ds=") and leaf[3:] >= since.isoformat():
+                store.fs.rm(entry, recursive=True)
+                removed.append(f"{dataset}/{leaf}")
+    if removed:
+        log.warning("clean history changed from %s on: removed %d derived partitions (%s ...)", since, len(removed), removed[0])
+    return removed
+

@@ -7,10 +7,16 @@ fresh deployment writes the same bytes.
 
 The predictions file is copied byte for byte from the scoring stage's staging partition, so
 what was validated is exactly what is published; a rerun overwrites both files atomically.
+``metrics.json`` is the day's commit marker: written last, it records the sha256 of the
+predictions it belongs to (``predictions_sha256``), and readers take the day as published only
+when that matches the predictions present (``storage.commits``). A publish killed between the two
+writes leaves the day unpublished, never new predictions beside old metrics; its retry commits it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from datetime import date
 from typing import Any
@@ -19,7 +25,15 @@ from purchasing_power.report import report_day
 from purchasing_power.score import validate_predictions
 from purchasing_power.settings import Settings
 from purchasing_power.stages import STAGES
-from purchasing_power.storage import PREDICTIONS_FILE, Storage, metrics_path, predictions_path, stage_report_path
+from purchasing_power.storage import (
+    PREDICTIONS_FILE,
+    PREDICTIONS_SHA256,
+    Storage,
+    fresh_fs,
+    metrics_path,
+    predictions_path,
+    stage_report_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +49,29 @@ def _stable_embedding(report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _read_optional(storage: Storage, path: str | None) -> dict[str, Any]:
-    return storage.read_json(path) if path and storage.exists(path) else {}
+    """A JSON record whose path a stage report names ({} when absent); the path must lie under
+    the storage root."""
+    if not path:
+        return {}
+    path = storage.resolve_inside(path)
+    return storage.read_json(path) if storage.exists(path) else {}
 
 
 def publish_day(settings: Settings, day: date) -> dict[str, Any]:
     """Stage function: validate and publish the day's predictions and metrics."""
+    import pyarrow.parquet as pq
+
     out = Storage.at(settings.storage)
     staged = out.path("scores", day, PREDICTIONS_FILE)
     if not out.exists(staged):
         raise FileNotFoundError(f"no staged predictions at {staged}: run the score task first")
-    frame = out.read_parquet(staged)
-    validate_predictions(frame)
-    with out.fs.open(staged, "rb") as fh:
+    with fresh_fs(staged).open(staged, "rb") as fh:
         payload = fh.read()
+    try:  # validate the very bytes that are published
+        frame = pq.read_table(io.BytesIO(payload)).to_pandas()
+    except Exception as exc:
+        raise ValueError(f"cannot read Parquet file {staged}: {exc}") from exc
+    validate_predictions(frame)
     reports = {}
     for stage in STAGES:
         if stage == "publish":
@@ -83,17 +107,25 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
         "recalibration": (reports.get("score") or {}).get("recalibration"),
         "embedding": _stable_embedding(reports.get("embed")),
         "training": training or None,
+        PREDICTIONS_SHA256: hashlib.sha256(payload).hexdigest(),
     }
     pred_path = out.write_bytes(predictions_path(out, day), payload)
-    met_path = out.write_json(metrics, metrics_path(out, day))
+    met_path = out.write_json(metrics, metrics_path(out, day))  # last: commits the day
     log.info("published %s rows to %s", len(frame), pred_path)
     # The page's curves, once the day is published (the report reads what was just written). Not
     # a task of its own: on a whole-year backfill one Airflow task costs more than the report.
     report = report_day(settings, day)
+    table = None
+    if settings.results:  # the day's rows replaced in one transaction: a rerun never duplicates
+        from purchasing_power.warehouse import write_results
+
+        table = write_results(settings.results, frame, day)
+        log.info("published %s rows to %s", table["rows"], table["table"])
     return {
         "day": day.isoformat(),
         "predictions_path": pred_path,
         "metrics_path": met_path,
         "rows": int(len(frame)),
         "report": report,
+        "results_table": table,
     }

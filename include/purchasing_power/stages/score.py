@@ -30,7 +30,7 @@ def score_day(settings: Settings, day: date) -> dict[str, Any]:
     features = data.features(day)  # written by the features stage of this run
     if features.empty:
         raise ValueError(f"no customer has a valid purchase before {day} + 1 day: nothing to score")
-    bundle, recalibration = recalibrated(data, deployed_bundle(decision), day)
+    bundle, recalibration = recalibrated(data, deployed_bundle(decision, data.ws.per_source), day)
     p, spend = bundle.predict(features)
     out = predictions_frame(features, p, spend, day, bundle.version, settings)
     scores = data.ws.root.path("scores", day, PREDICTIONS_FILE)

@@ -3,7 +3,9 @@ and cached in memory by file stamp (mtime + size), so a page load after the firs
 ``stat`` calls:
 
 - ``metrics/ds=D/metrics.json``: the gate verdict, every contender's metrics on the evaluation
-  window, row counts, tier counts; all days of the same source up to D give the history chart;
+  window, row counts, tier counts; all days of the same source up to D give the history chart.
+  It is the day's commit marker: a day is shown only when the predictions present are the ones
+  it records (``storage.commits``), so new predictions are never shown beside old metrics;
 - ``metrics/ds=D/report.json``: the curves precomputed by publish (:mod:`purchasing_power.report`);
 - ``predictions/ds=D/predictions.parquet``: tier counts and spend / probability distributions;
 - ``quarantine/ds=*/quarantine.parquet`` (``reason`` column only): quarantined rows by reason on
@@ -26,6 +28,7 @@ from purchasing_power.storage import (
     PREDICTIONS_FILE,
     QUARANTINE_FILE,
     Storage,
+    commits,
     report_path,
     stage_report_path,
 )
@@ -60,9 +63,8 @@ def _stamp(storage: Storage, path: str) -> Any | None:
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_size)
-    try:
-        info = storage.fs.info(path)
-    except FileNotFoundError:
+    info = storage.info(path)  # fresh: another process may have rewritten it
+    if info is None:
         return None
     return (info.get("mtime") or info.get("LastModified") or info.get("ETag"), info.get("size"))
 
@@ -201,9 +203,34 @@ def _history_row(day: date, m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _published_metrics(storage: Storage, day: date) -> dict[str, Any] | None:
+    """The day's metrics when it commits the predictions present (hash cached by file stamp)."""
+    metrics = cached(storage, storage.path("metrics", day, METRICS_FILE), "json", _read_json)
+    if metrics is None:
+        return None
+    sha = cached(storage, storage.path("predictions", day, PREDICTIONS_FILE), "sha256", storage.sha256)
+    return metrics if sha is not None and commits(metrics, sha) else None
+
+
+def _predictions_entry(path: str) -> dict[str, Any]:
+    """The predictions' sha256 and summary, both from one read of the file."""
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    from purchasing_power.storage import fresh_fs
+
+    with fresh_fs(path).open(path, "rb") as fh:
+        data = fh.read()
+    columns = ["p_purchase_30d", "expected_spend_90d", "tier", "model_version"]
+    frame = pq.read_table(io.BytesIO(data), columns=columns).to_pandas()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "summary": summarise_predictions(frame)}
+
+
 def available_days(storage: Storage) -> list[date]:
-    """Days with a published ``metrics.json``, ascending."""
-    return storage.list_days("metrics", METRICS_FILE)
+    """Published days, ascending: a ``metrics.json`` that commits the predictions present."""
+    return [d for d in storage.list_days("metrics", METRICS_FILE) if _published_metrics(storage, d) is not None]
 
 
 def page_data(root: str, day: date | None = None, *, history_days: int = 120) -> dict[str, Any]:
@@ -218,14 +245,12 @@ def page_data(root: str, day: date | None = None, *, history_days: int = 120) ->
         day = days[-1]
     if day not in days:
         raise LookupError(f"no metrics for {day} under {storage.root}/metrics")
-    metrics = cached(storage, storage.path("metrics", day, METRICS_FILE), "json", _read_json)
+    metrics = _published_metrics(storage, day)
+    entry = cached(storage, storage.path("predictions", day, PREDICTIONS_FILE), "predictions", _predictions_entry)
+    if metrics is None or entry is None or not commits(metrics, entry["sha256"]):
+        raise LookupError(f"{day} under {storage.root} is being republished: its metrics and predictions do not match yet")
+    preds = entry["summary"]
     report = cached(storage, report_path(storage, day), "json", _read_json)
-    preds = cached(
-        storage,
-        storage.path("predictions", day, PREDICTIONS_FILE),
-        "predictions",
-        lambda p: summarise_predictions(storage.read_parquet(p, columns=["p_purchase_30d", "expected_spend_90d", "tier", "model_version"])),
-    )
     source = metrics.get("source")
     history, embed_history = [], []
     for d in [d for d in days if d <= day][-history_days:]:

@@ -1,0 +1,90 @@
+"""Scale benchmark: seconds and peak RSS per task at 25k / 250k / 1M customers.
+
+For each size it generates a two-year demo source (``purchasing_power.demo``, block by block),
+then runs stages of one day the way Airflow runs tasks: each stage in a fresh Python process
+(``pipeline.run_stage``), timed, with that process's peak RSS (``ru_maxrss``). Results go to
+``bench/results/scale.json``::
+
+    .venv/bin/python bench/bench_scale.py --customers 25000,250000 --stages extract,clean,embed,features
+
+``--stages`` defaults to the stages that need no fitted model (extract, clean, embed, features);
+add ``train,evaluate,gate,score,publish`` to run an anchor day end to end. The storage and the
+sources live under ``--work`` (default ``.bench/scale``, outside git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURE = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+{body}
+print("@@" + json.dumps({{"seconds": round(time.perf_counter() - t0, 2),
+                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}))
+"""
+GENERATE = "from purchasing_power.demo import write_demo_source; write_demo_source(sys.argv[1], n_customers=int(sys.argv[2]))"
+STAGE = "from purchasing_power.pipeline import run_stage; run_stage(sys.argv[1], json.loads(sys.argv[2]))"
+
+
+def measured(body: str, *args: str, env: dict[str, str]) -> dict[str, float]:
+    """Run ``body`` in a fresh interpreter; its wall seconds and peak RSS."""
+    proc = subprocess.run([sys.executable, "-c", MEASURE.format(body=body), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    line = next(ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("@@"))
+    return json.loads(line[2:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--customers", default="25000,250000,1000000")
+    ap.add_argument("--stages", default="extract,clean,embed,features")
+    ap.add_argument("--day", default="2024-12-15", help="the day the stages run for (the demo ends 2024-12-31)")
+    ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
+    args = ap.parse_args(argv)
+    work = Path(args.work).resolve()
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "include"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    results = []
+    for n in (int(c) for c in args.customers.split(",")):
+        source = work / f"demo-{n}.parquet"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        row: dict[str, object] = {"customers": n, "day": args.day}
+        if not source.exists():
+            row["generate"] = measured(GENERATE, str(source), str(n), env=env)
+        row["source_mb"] = round(source.stat().st_size / 2**20, 1)
+        import pyarrow.parquet as pq
+
+        row["lines"] = pq.ParquetFile(source).metadata.num_rows
+        storage = work / f"storage-{n}"
+        stage_env = dict(env, PURCHASING_POWER_STORAGE=str(storage))
+        params = json.dumps({"source": str(source), "day": args.day})
+        row["stages"] = {}
+        for stage in stages:
+            print(f"{n:,} customers: {stage} ...", flush=True)
+            try:
+                row["stages"][stage] = measured(STAGE, stage, params, env=stage_env)
+            except RuntimeError as exc:
+                row["stages"][stage] = {"error": str(exc)[-500:]}
+                break
+            print(f"  {row['stages'][stage]}", flush=True)
+        results.append(row)
+        Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                                              "measured_at": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

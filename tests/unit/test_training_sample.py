@@ -1,0 +1,52 @@
+"""The bounded training table: a seeded, stable sample of whole customers."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from purchasing_power.settings import Settings
+from purchasing_power.train import customer_sample, training_table
+
+
+def test_customer_sample_is_seeded_stable_and_near_the_share():
+    ids = np.arange(100_000, 120_000)
+    a = customer_sample(ids, 0.25, seed=42)
+    assert abs(a.mean() - 0.25) < 0.02
+    assert (customer_sample(ids, 0.25, seed=42) == a).all()  # the same customers every time
+    assert (customer_sample(ids[::-1], 0.25, seed=42) == a[::-1]).all()  # per id, not per position
+    assert (customer_sample(ids, 0.25, seed=7) != a).any()  # the seed matters
+    assert customer_sample(ids, 1.0, seed=42).all()
+    text = np.array([f"C-{i:05d}" for i in range(5000)], dtype=object)  # string ids work too
+    assert 0.15 < customer_sample(text, 0.2, seed=1).mean() < 0.25
+
+
+class FakeData:
+    """What ``training_table`` reads: settings, stored features per snapshot, the history."""
+
+    def __init__(self, n: int, snaps: list[date]):
+        self.settings = Settings()
+        self._f = {d: pd.DataFrame({"x": np.arange(n, dtype=float)}, index=pd.Index(np.arange(n, dtype=np.int64) + 1000, name="customer_id")) for d in snaps}
+        self._tx = pd.DataFrame({"customer_id": np.arange(n, dtype=np.int64) + 1000, "invoice_ts": pd.Timestamp("2024-01-02"),
+                                 "line_value": 1.0, "is_cancellation": False, "quantity": 1})
+
+    def features(self, d: date, keep: bool = True) -> pd.DataFrame:
+        return self._f[d]
+
+    def history_until(self, anchor: date) -> pd.DataFrame:
+        return self._tx
+
+
+def test_training_table_keeps_whole_customers_within_the_bound():
+    snaps = [date(2023, 6, 1) + timedelta(days=14 * k) for k in range(4)]
+    data = FakeData(2000, snaps)
+    full = training_table(data, snaps, date(2024, 1, 1))
+    assert len(full) == 8000 and full.attrs["sample_share"] == 1.0
+    small = training_table(data, snaps, date(2024, 1, 1), max_rows=2000)
+    assert small.attrs["sample_share"] == 0.25
+    assert 1500 < len(small) <= 2500
+    per_customer = small.groupby("customer_id")["snapshot"].nunique()
+    assert (per_customer == len(snaps)).all()  # a sampled customer is in every snapshot
+    assert training_table(data, snaps, date(2024, 1, 1), max_rows=100_000).attrs["sample_share"] == 1.0
