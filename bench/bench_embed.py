@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 if t not in uniq:
                     uniq[t] = pool[i % len(pool)]
             texts = list(uniq)
-            cache = embedding.EmbeddingCache(storage, ref)
+            cache = embedding.EmbeddingCache(storage, ref, precision)
             (_, t_add) = timed(lambda: cache.add([embedding.text_key(ref, t) for t in texts], texts, np.stack(list(uniq.values()))))
             embedding_cache._TABLES.clear()
             embedding_cache._PARTS.clear()

@@ -5,7 +5,8 @@ tool, not part of the runtime package (import it with ``tools/`` on ``sys.path``
 
 Everything lives under one folder (``home``): ``AIRFLOW_HOME``, the PostgreSQL data directory
 ``home/pg`` (``metadb.py``), the service logs ``home/services/*.log``, the simple auth manager's
-passwords file. Each service runs in its own session and is stopped (TERM, then KILL) with its
+passwords file (0600; ``home`` itself is made 0700). The JWT and API signing secrets are random
+per :class:`LocalAirflow` (a restart gets new ones). Each service runs in its own session and is stopped (TERM, then KILL) with its
 children by :meth:`LocalAirflow.stop`. Backfills, Dag runs and task instances are created and
 read through the api-server's REST API (:class:`airflow_rest.AirflowAPI`, ``LocalAirflow.api``).
 """
@@ -102,6 +103,49 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, poll: float,
     raise AirflowError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
 
 
+def service_env(home: Path, api_port: int, db_url: str, passwords: Path, executor: str = EXECUTOR,
+                extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of this private Airflow's services and commands: this process's, less any
+    Airflow setting, plus the local configuration. The JWT secret (task tokens) and the API secret
+    key (sessions) are new random values on every call: nothing signed by another start is valid."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and k != "AIRFLOW_HOME"}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__EXECUTOR=executor,
+        AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT_ROOT / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT_ROOT / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="120",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=db_url,
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=db_url,
+        AIRFLOW__API__PORT=str(api_port),
+        AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(32),
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{API_USER}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+        AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=MIN_HEARTBEAT_INTERVAL,
+        AIRFLOW__LOGGING__NAMESPACE_LEVELS=QUIET_LOGGERS,
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        PYTHONPATH=os.pathsep.join(p for p in [str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH", "")] if p),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        # each task re-imports the DAG file and plugins: let Python cache their bytecode
+        PYTHONDONTWRITEBYTECODE="",
+    )
+    env.update(extra_env or {})
+    return env
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file readable by its owner only (0600 from creation, no window)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 @dataclass
 class LocalAirflow:
     home: Path
@@ -115,40 +159,16 @@ class LocalAirflow:
         import metadb
 
         self.home = Path(self.home).resolve()
-        (self.home / "services").mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.home / "services").mkdir(mode=0o700, exist_ok=True)
         self.api_port = self.api_port or free_port()
         url = metadb.start(self.home / "pg")
         passwords = self.home / "passwords.json"
-        if not passwords.exists():
-            passwords.write_text(json.dumps({API_USER: secrets.token_urlsafe(16)}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and k != "AIRFLOW_HOME"}
-        env.update(
-            AIRFLOW_HOME=str(self.home),
-            AIRFLOW__CORE__EXECUTOR=self.executor,
-            AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT_ROOT / "dags"),
-            AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT_ROOT / "plugins"),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="120",
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{self.api_port}/execution/",
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=url,
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=url,
-            AIRFLOW__API__PORT=str(self.api_port),
-            AIRFLOW__API__SECRET_KEY="purchasing-power-local-only",
-            AIRFLOW__API_AUTH__JWT_SECRET="purchasing-power-local-only-jwt-secret-0123456789",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{API_USER}:admin",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
-            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-            AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=MIN_HEARTBEAT_INTERVAL,
-            AIRFLOW__LOGGING__NAMESPACE_LEVELS=QUIET_LOGGERS,
-            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
-            PYTHONPATH=os.pathsep.join(p for p in [str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH", "")] if p),
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-            TOKENIZERS_PARALLELISM="false",
-            # each task re-imports the DAG file and plugins: let Python cache their bytecode
-            PYTHONDONTWRITEBYTECODE="",
-        )
-        env.update(self.extra_env)
+        if passwords.exists():
+            passwords.chmod(0o600)
+        else:
+            write_private(passwords, json.dumps({API_USER: secrets.token_urlsafe(16)}))
+        env = service_env(self.home, self.api_port, url, passwords, self.executor, self.extra_env)
         self.env = env
         self.url = url
         self.api = AirflowAPI(f"http://127.0.0.1:{self.api_port}", env=env)

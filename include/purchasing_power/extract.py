@@ -4,7 +4,9 @@ stage it once per version so that a day's extract reads only its own rows.
 The source file is read and normalised once per *version* (its size and modification time, or
 ETag on object storage) into ``staged/`` (``stage_source``); an extract of an unchanged source
 then reads only the days it writes. A corrected or replaced source file is a new version; the
-staged index's per-day row counts and content hashes tell which days' rows it changed.
+staged index's per-day row counts and content hashes tell which days' rows it changed. File
+sets (staged part by part with the helpers here) and tables are read by
+:mod:`purchasing_power.sources`.
 ``staged/`` also holds the manifests that record what each raw and clean partition was made
 from (:data:`RAW_MANIFEST`, :data:`CLEAN_MANIFEST`).
 """
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def read_source(source: str, column_map: dict[str, str] | None = None) -> pd.DataFrame:
     """Read a Parquet or CSV transaction file (path or fsspec URI) and return it with the
-    canonical column names.
+    canonical column names (file sets and tables: ``sources.read_all``).
 
     The file's bytes are fetched first: an I/O error (network, timeout, an object store's 5xx)
     propagates as it is, so the task is retried. Only what is wrong with the bytes themselves
@@ -173,13 +175,23 @@ def parse_invoice_dates(values: pd.Series) -> pd.Series:
     return out.astype("datetime64[ns]")
 
 
-def normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+def normalise_raw_dtypes(df: pd.DataFrame, customer_ids: str | None = None) -> pd.DataFrame:
     """Give raw partitions one stable schema: text columns as strings, numbers as float64
     (unparseable, non-finite and out-of-range numbers keep their original text in ``*_raw`` and
-    are quarantined by clean with it)."""
+    are quarantined by clean with it), customer ids as the source's id type ``customer_ids``
+    (``schemas.CUSTOMER_ID_TYPES``): integer ids as float64 like the other numbers, text ids as
+    their text, trimmed (:func:`text_customer_ids`). ``None`` decides the type from ``df``'s ids
+    (:func:`source_customer_id_type`), which is right when ``df`` is the whole source; a reader
+    of part of a source (a day, a chunk) passes the type decided for the source, so that no part
+    flips it."""
     import numpy as np
     import pandas as pd
 
+    from purchasing_power.schemas import CUSTOMER_ID_TYPES
+
+    kind = source_customer_id_type(df["CustomerID"]) if customer_ids is None else customer_ids
+    if kind not in CUSTOMER_ID_TYPES:
+        raise ValueError(f"customer id type must be one of {CUSTOMER_ID_TYPES}, got {kind!r}")
     out = pd.DataFrame(index=df.index)
     for col in ("InvoiceNo", "StockCode", "Description", "Country"):
         s = df[col]
@@ -188,6 +200,9 @@ def normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = s.astype("string").astype(object).where(s.notna(), None)
     for col in ("Quantity", "UnitPrice", "CustomerID"):
         s = df[col]
+        if col == "CustomerID" and kind == "string":
+            out[col], out[f"{col}_raw"] = text_customer_ids(s)
+            continue
         out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
         # keep the original text of what a float64 cannot carry faithfully: unparseable,
         # non-finite, or too large to hold its integer exactly (an id above 2**53)
@@ -199,6 +214,75 @@ def normalise_raw_dtypes(df: pd.DataFrame) -> pd.DataFrame:
         out["InvoiceDate"].isna() & df["InvoiceDate"].notna(), None
     )
     return out
+
+
+#: A number as text: decimal, optionally signed, with a fraction or an exponent, no leading zero
+#: before another digit ("007" is a spelling, not a number), or inf / infinity / nan.
+_NUMBER_TEXT = r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)"
+
+
+def source_customer_id_type(values: pd.Series) -> str:
+    """The customer id type of a source (``schemas.CUSTOMER_ID_TYPES``) from all its ids.
+
+    ``int64`` when every non-empty id is a number: a numeric column (integers, or floats as
+    pandas makes of an integer column with gaps), numbers in an object column, or text spelling
+    a decimal number (a CSV file, a text column of numbers: "17850", "17850.0"; "12.5" or "inf"
+    count too, and clean quarantines them as ids). ``string`` otherwise: hashes, UUIDs,
+    "C-00123", zero-padded "00123"; every id is then kept as the source spells it, so one text
+    id among numbers makes all ids text rather than losing that customer. A source without any
+    id is ``int64``."""
+    import numbers
+
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return "int64"
+    uniques = pd.Series(pd.unique(values.dropna().to_numpy(dtype=object)), dtype=object)
+    is_text = uniques.map(lambda v: isinstance(v, str)).astype(bool)
+    is_number = uniques.map(lambda v: isinstance(v, numbers.Number) and not isinstance(v, bool)).astype(bool)
+    if not (is_text | is_number).all():
+        return "string"
+    text = uniques[is_text].astype(str).str.strip()
+    text = text[text != ""]
+    return "int64" if text.str.fullmatch(_NUMBER_TEXT, case=False).all() else "string"
+
+
+def text_customer_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Text customer ids as the source spells them, trimmed (``None`` for an empty one), and the
+    original text of the values that are no id (a non-finite float: quarantined by clean).
+    Numbers among text ids are written as integers where whole (17850.0 -> "17850"), bytes are
+    decoded as UTF-8, other objects (a driver's UUIDs) are their text."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))  # missing values: code -1
+    spelled = [_id_text(v) for v in uniques] + [(None, None)]  # index -1: missing
+    ids = np.array([t for t, _ in spelled], dtype=object)[codes]
+    raw = np.array([r for _, r in spelled], dtype=object)[codes]
+    return pd.Series(ids, index=values.index, dtype=object), pd.Series(raw, index=values.index, dtype=object)
+
+
+def _id_text(value: Any) -> tuple[str | None, str | None]:
+    """(the id's text or None, the original text when the value is no id) of one source value."""
+    import decimal
+    import math
+    import numbers
+
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str) or isinstance(value, bool) or not isinstance(value, numbers.Number):
+        text = str(value).strip()
+        return (text or None), None
+    if isinstance(value, numbers.Integral):
+        return str(int(value)), None
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return None, str(value)
+        return (str(int(value)) if value == value.to_integral_value() else str(value)), None
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        return None, str(number)
+    return (str(int(number)) if number.is_integer() else repr(number)), None
 
 
 STAGED_ROW_GROUP = 16_384
@@ -266,21 +350,41 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
     with the rows per day, a content hash per day and a key per undated row (what tells a later
     version's changed days from unchanged ones). Every later extract of an unchanged source
     reads only the days it writes instead of the whole file. Returns the index."""
+    source = settings.resolved_source
+    version = source_version(source)
+    store = ws.per_source
+    index = staged_index(store, version)
+    if index is not None:
+        return index
+    df = normalise_raw_dtypes(read_source(source, settings.column_map))
+    if len(df) == 0:
+        raise SourceError(f"source {source} has no rows")
+    index = write_staged(store, df, source, version)
+    remove_versions_but(store, {version})
+    store.write_json(index, store.path("staged", None, STAGED_INDEX.format(version=version)))  # last: the index commits the staged copy
+    log.info("staged %s (version %s): %d rows, %d days", source, version, len(df), len(index["days"]))
+    return index
+
+
+def staged_index(store: Storage, version: str) -> dict[str, Any] | None:
+    """The committed index of a staged version, ``None`` when there is none (or of another layout)."""
+    path = store.path("staged", None, STAGED_INDEX.format(version=version))
+    if store.exists(path):
+        index = store.read_json(path)
+        if index.get("format") == STAGED_FORMAT:
+            return index
+    return None
+
+
+def write_staged(store: Storage, df: pd.DataFrame, source: str, version: str) -> dict[str, Any]:
+    """Write a normalised frame's dated and undated rows under ``version`` (the raw schema of
+    the frame's customer id type); return their index (not yet written: writing it commits them)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source = settings.resolved_source
-    version = source_version(source)
-    store = ws.per_source
-    index_path = store.path("staged", None, STAGED_INDEX.format(version=version))
-    if store.exists(index_path):
-        index = store.read_json(index_path)
-        if index.get("format") == STAGED_FORMAT:
-            return index
-    df = normalise_raw_dtypes(read_source(source, settings.column_map))
-    if len(df) == 0:
-        raise SourceError(f"source {source} has no rows")
+    from purchasing_power.schemas import customer_id_type
+
     undated = df["InvoiceDate"].isna()
     dated = df[~undated]
     order = dated["InvoiceDate"].dt.normalize().argsort(kind="stable")
@@ -292,7 +396,7 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
     per_day = {
         str(days[a])[:10]: (int(b - a), digest(hashes[a:b])) for a, b in zip(bounds[:-1], bounds[1:])
     }
-    schema = raw_schema()
+    schema = raw_schema(customer_id_type(df))
     paths = {
         "dated_path": store.path("staged", None, STAGED_DATED.format(version=version)),
         "undated_path": store.path("staged", None, STAGED_UNDATED.format(version=version)),
@@ -302,7 +406,7 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd", row_group_size=STAGED_ROW_GROUP, write_statistics=True)
         store.write_bytes(paths[name], buf.getvalue().to_pybytes())
-    index = {
+    return {
         "format": STAGED_FORMAT,
         "source": source,
         "version": version,
@@ -313,20 +417,22 @@ def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
         "undated_keys": undated_keys(df[undated]),
         **paths,
     }
-    current = STAGED_INDEX.format(version=version)
-    for old in store.fs.glob(store.path("staged", None, STAGED_INDEX.format(version="*"))):  # earlier versions
-        if not old.endswith(current):
-            prefix = old[: -len(STAGED_INDEX.format(version=""))]
+
+
+def remove_versions_but(store: Storage, keep: set[str]) -> None:
+    """Remove the staged files of every version not in ``keep`` (earlier versions, dropped parts)."""
+    suffix = STAGED_INDEX.format(version="")
+    for old in store.fs.glob(store.path("staged", None, STAGED_INDEX.format(version="*"))):
+        if old.rsplit("/", 1)[-1][: -len(suffix)] not in keep:
+            prefix = old[: -len(suffix)]
             for name in (STAGED_DATED, STAGED_UNDATED, STAGED_INDEX):
                 path = prefix + name.format(version="")
                 store.fs.rm(path) if store.fs.exists(path) else None
-    store.write_json(index, index_path)  # last: the index commits the staged copy
-    log.info("staged %s (version %s): %d rows, %d days", source, version, len(df), len(per_day))
-    return index
 
 
 def read_staged(index: dict[str, Any], first: date, last: date) -> pd.DataFrame:
-    """Staged rows with first <= invoice day <= last (only the row groups of those days are read)."""
+    """Staged rows with first <= invoice day <= last (only the row groups of those days are
+    read). A file set's index: ``sources.read_staged``."""
     import pandas as pd
     import pyarrow.parquet as pq
 

@@ -46,7 +46,7 @@ def purchase_days(tx: pd.DataFrame) -> pd.DataFrame:
 def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None = None) -> pd.DataFrame:
     """Customer features as of the end of ``as_of`` for every customer with a valid sale line
     before ``as_of + 1 day`` (purchase-day features count days with net value > 0).
-    Index: customer_id (int64), sorted."""
+    Index: customer_id (int64 for integer ids, the ids' text for text ids), sorted."""
     import numpy as np
     import pandas as pd
 
@@ -61,7 +61,7 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
     first_sale = sale_ts.min()
     customers = np.sort(first_sale.index.to_numpy())
     if len(customers) == 0:
-        return pd.DataFrame(index=pd.Index([], name="customer_id", dtype="int64"))
+        return pd.DataFrame(index=pd.Index([], name="customer_id", dtype=id_dtype(tx["customer_id"])))
     tx = tx[tx["customer_id"].isin(customers)]
     f = pd.DataFrame(index=pd.Index(customers, name="customer_id"))
 
@@ -191,8 +191,16 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
         f = f.join(customer_text_vectors(sales, vectors), how="left")
 
     f = f.astype("float64").sort_index()
-    f.index = f.index.astype("int64")
+    f.index = f.index.astype(id_dtype(tx["customer_id"]))
     return f
+
+
+def id_dtype(ids: pd.Series) -> str:
+    """The dtype customer ids keep in feature and label frames: int64 for integer ids, object
+    (the ids' text) for text ids."""
+    import pandas as pd
+
+    return "int64" if pd.api.types.is_numeric_dtype(ids.dtype) else "object"
 
 
 def customer_text_vectors(sales: pd.DataFrame, vectors: VectorLookup) -> pd.DataFrame:
@@ -215,7 +223,8 @@ def customer_text_vectors(sales: pd.DataFrame, vectors: VectorLookup) -> pd.Data
     mat = np.asarray(vectors(list(text_index)), dtype=np.float64)
     mean = (counts @ mat) / totals[:, None]
     cols = [f"{TEXT_PREFIX}{i:03d}" for i in range(mat.shape[1])]
-    return pd.DataFrame(mean.astype(np.float32), index=pd.Index(cust_index.astype("int64"), name="customer_id"), columns=cols)
+    index = pd.Index(cust_index.astype(id_dtype(sales["customer_id"])), name="customer_id")
+    return pd.DataFrame(mean.astype(np.float32), index=index, columns=cols)
 
 
 def _repurchase_features(buy_days: pd.DataFrame, sales: pd.DataFrame, end: pd.Timestamp) -> dict[str, pd.Series]:

@@ -30,6 +30,17 @@ ONLINE_RETAIL_II_MAP = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer 
 #: Raw columns that keep the original text of a value extract could not parse.
 RAW_TEXT_COLUMNS = ("InvoiceDate_raw", "Quantity_raw", "UnitPrice_raw", "CustomerID_raw")
 
+#: Stock codes of UCI Online Retail that are the shop's own fees or accounting entries, not
+#: customer spend: the default of the ``non_sale_codes`` setting.
+UCI_NON_SALE_CODES = ("AMAZONFEE", "BANK CHARGES", "B", "CRUK", "ADJUST", "ADJUST2")
+
+#: The types a source's customer ids take, decided once per source by extract: ``int64`` when
+#: every id of the source is a number (a numeric column, or text spelling numbers, e.g. a CSV),
+#: ``string`` otherwise (hashes, UUIDs, ``C-00123``, zero-padded numbers), kept as the source
+#: spells them. Raw partitions hold integer ids as float64 (exact below 2**53) and text ids as
+#: strings; clean partitions, features and predictions hold them as int64 or strings.
+CUSTOMER_ID_TYPES = ("int64", "string")
+
 #: Columns of the clean partitions.
 CLEAN_COLUMNS = (
     "invoice_no",
@@ -45,7 +56,10 @@ CLEAN_COLUMNS = (
 )
 
 #: Quarantine reasons. A row gets the first that applies in the order ``clean_frame`` checks them
-#: (its docstring lists that order); reasons added later are appended here.
+#: (its docstring lists that order); reasons added later are appended here. A negative quantity
+#: is a return whatever its invoice number looks like, so it is no reason: clean keeps it as a
+#: negative line (quarantine files written before may still name it
+#: ``negative_quantity_without_cancellation``).
 QUARANTINE_REASONS = (
     "unparseable_date",
     "missing_invoice",
@@ -55,7 +69,6 @@ QUARANTINE_REASONS = (
     "zero_quantity",
     "invalid_price",
     "non_positive_price",
-    "negative_quantity_without_cancellation",
     "cancellation_with_positive_quantity",
     "non_sale_adjustment",
     "duplicate_line",
@@ -80,15 +93,35 @@ HISTORY_DAYS = "history_days"
 BASELINE_P = "bgnbd_p_purchase"
 BASELINE_SPEND = "bgnbd_gg_spend"
 
-#: The published output contract.
+#: The published output contract. ``customer_id`` is int64 for a source of integer ids and a
+#: string (the source's spelling) for text ids, unique and never null.
 OUTPUT_COLUMNS = ("customer_id", "as_of", "p_purchase_30d", "expected_spend_90d", "tier", "model_version")
 TIERS = ("high", "medium", "low")
 
 
-def raw_schema() -> Any:
-    """Arrow schema of raw partitions (canonical names; *_raw keep unparseable originals)."""
+def customer_id_type(frame: Any) -> str:
+    """The customer id type (:data:`CUSTOMER_ID_TYPES`) of a raw or clean frame, read from its id
+    column's dtype (``CustomerID`` in raw frames, ``customer_id`` in clean ones): numbers are
+    integer ids, anything else text ids. An empty frame read from a partition keeps its column
+    types, so it answers as its source's other partitions do."""
+    import pandas as pd
+
+    column = "CustomerID" if "CustomerID" in frame.columns else "customer_id"
+    return "int64" if pd.api.types.is_numeric_dtype(frame[column].dtype) else "string"
+
+
+def _check_id_type(customer_ids: str) -> None:
+    if customer_ids not in CUSTOMER_ID_TYPES:
+        raise ValueError(f"customer id type must be one of {CUSTOMER_ID_TYPES}, got {customer_ids!r}")
+
+
+def raw_schema(customer_ids: str = "int64") -> Any:
+    """Arrow schema of raw partitions (canonical names; *_raw keep unparseable originals).
+    ``CustomerID`` is float64 for a source of integer ids and a string for text ids
+    (``customer_ids``, see :data:`CUSTOMER_ID_TYPES`)."""
     import pyarrow as pa
 
+    _check_id_type(customer_ids)
     return pa.schema(
         [
             ("InvoiceNo", pa.string()),
@@ -99,7 +132,7 @@ def raw_schema() -> Any:
             ("Quantity_raw", pa.string()),
             ("UnitPrice", pa.float64()),
             ("UnitPrice_raw", pa.string()),
-            ("CustomerID", pa.float64()),
+            ("CustomerID", pa.float64() if customer_ids == "int64" else pa.string()),
             ("CustomerID_raw", pa.string()),
             ("InvoiceDate", pa.timestamp("ns")),
             ("InvoiceDate_raw", pa.string()),
@@ -107,10 +140,12 @@ def raw_schema() -> Any:
     )
 
 
-def clean_schema() -> Any:
-    """Arrow schema of clean partitions (:data:`CLEAN_COLUMNS`)."""
+def clean_schema(customer_ids: str = "int64") -> Any:
+    """Arrow schema of clean partitions (:data:`CLEAN_COLUMNS`); ``customer_id`` is int64 or a
+    string (``customer_ids``, the source's id type): every partition of a source has one schema."""
     import pyarrow as pa
 
+    _check_id_type(customer_ids)
     return pa.schema(
         [
             ("invoice_no", pa.string()),
@@ -119,7 +154,7 @@ def clean_schema() -> Any:
             ("quantity", pa.int64()),
             ("invoice_ts", pa.timestamp("ns")),
             ("unit_price", pa.float64()),
-            ("customer_id", pa.int64()),
+            ("customer_id", pa.int64() if customer_ids == "int64" else pa.string()),
             ("country", pa.string()),
             ("is_cancellation", pa.bool_()),
             ("line_value", pa.float64()),
@@ -127,8 +162,8 @@ def clean_schema() -> Any:
     )
 
 
-def quarantine_schema() -> Any:
+def quarantine_schema(customer_ids: str = "int64") -> Any:
     """Arrow schema of quarantine partitions: the raw row plus ``reason`` and ``detail``."""
     import pyarrow as pa
 
-    return pa.schema([("reason", pa.string()), ("detail", pa.string()), *raw_schema()])
+    return pa.schema([("reason", pa.string()), ("detail", pa.string()), *raw_schema(customer_ids)])

@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def assign_tiers(spend: np.ndarray, customer_ids: np.ndarray, high_share: float, medium_share: float) -> np.ndarray:
-    """Rank customers by expected spend (ties broken by customer id, so it is deterministic):
-    the top ``high_share`` are "high", the next ``medium_share`` "medium", the rest "low"."""
+    """Rank customers by expected spend (ties broken by customer id, integers by value, text ids
+    by their text, so it is deterministic whatever the input order): the top ``high_share`` are
+    "high", the next ``medium_share`` "medium", the rest "low"."""
     import numpy as np
 
     n = len(spend)
-    order = np.lexsort((customer_ids, -np.asarray(spend, dtype=np.float64)))
+    _, id_rank = np.unique(np.asarray(customer_ids), return_inverse=True)  # ids' sort order as integers
+    order = np.lexsort((id_rank.reshape(-1), -np.asarray(spend, dtype=np.float64)))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     n_high = int(round(high_share * n))
@@ -41,7 +43,7 @@ def predictions_frame(features: pd.DataFrame, p: np.ndarray, spend: np.ndarray, 
     import numpy as np
     import pandas as pd
 
-    ids = features.index.to_numpy(dtype=np.int64)
+    ids = features.index.to_numpy(dtype=np.int64 if pd.api.types.is_numeric_dtype(features.index.dtype) else object)
     out = pd.DataFrame(
         {
             "customer_id": ids,
@@ -57,13 +59,17 @@ def predictions_frame(features: pd.DataFrame, p: np.ndarray, spend: np.ndarray, 
 
 
 def validate_predictions(df: pd.DataFrame) -> None:
-    """The output contract; raises ValueError naming the first broken rule."""
+    """The output contract; raises ValueError naming the first broken rule. ``customer_id`` is
+    int64 (a source of integer ids) or text (the source's spelling), unique and never null."""
     import numpy as np
+    import pandas as pd
 
     if tuple(df.columns) != OUTPUT_COLUMNS:
         raise ValueError(f"predictions columns {list(df.columns)} != {list(OUTPUT_COLUMNS)}")
-    if df["customer_id"].dtype != np.int64 or df["customer_id"].duplicated().any():
-        raise ValueError("customer_id must be unique int64")
+    ids = df["customer_id"]
+    text = not pd.api.types.is_numeric_dtype(ids.dtype) and pd.api.types.infer_dtype(ids, skipna=False) in ("string", "empty")
+    if not (ids.dtype == np.int64 or text) or ids.isna().any() or (text and (ids.str.len() == 0).any()) or ids.duplicated().any():
+        raise ValueError("customer_id must be unique int64 or text ids, none of them null")
     for col in ("p_purchase_30d", "expected_spend_90d"):
         if not np.issubdtype(df[col].dtype, np.floating):
             raise ValueError(f"{col} must be float64, got {df[col].dtype}")

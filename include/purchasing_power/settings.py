@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from purchasing_power.errors import InputError
-from purchasing_power.schemas import CANONICAL_COLUMNS
+from purchasing_power.schemas import CANONICAL_COLUMNS, UCI_NON_SALE_CODES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +78,7 @@ class Settings:
     use_text: bool = True  # product-text embeddings as features (ablation switch)
     use_smote: bool = True  # SMOTE variants compete inside the purchase fit (resampling the fit rows only; recalibrated, kept only if they win on the calibration slice)
     candidates: tuple[str, ...] = ("blend",)  # purchase candidates: hgb, logreg, blend (mean logit of both); best PR-AUC on the calibration slice wins
+    non_sale_codes: tuple[str, ...] = UCI_NON_SALE_CODES  # StockCodes that are not customer spend (postage, fees, manual adjustments): quarantined as non_sale_adjustment; env PURCHASING_POWER_NON_SALE_CODES (comma-separated)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -98,6 +99,8 @@ class Settings:
             kw["embed_precision"] = env["PURCHASING_POWER_EMBED_PRECISION"]
         if env.get("PURCHASING_POWER_RESULTS"):
             kw["results"] = env["PURCHASING_POWER_RESULTS"]
+        if env.get("PURCHASING_POWER_NON_SALE_CODES", "").strip():
+            kw["non_sale_codes"] = _parse_codes(env["PURCHASING_POWER_NON_SALE_CODES"])
         return cls(**kw).validated()
 
     def with_conf(self, conf: Mapping[str, Any] | None) -> Settings:
@@ -133,6 +136,8 @@ class Settings:
                 value = _parse_column_map(value)
             if key == "candidates":
                 value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+            if key == "non_sale_codes":
+                value = _parse_codes(value)
             kw[key] = _coerce(key, value, getattr(self, key))
         return replace(self, **kw).validated()
 
@@ -161,6 +166,8 @@ class Settings:
         bad = {k: v for k, v in self.column_map.items() if not isinstance(k, str) or not isinstance(v, str)}
         if bad:
             raise ValueError(f"column_map must map strings to strings, got {bad}")
+        if not isinstance(self.non_sale_codes, tuple) or not all(isinstance(c, str) and c.strip() for c in self.non_sale_codes):
+            raise ValueError(f"non_sale_codes must be a tuple of non-empty StockCodes, got {self.non_sale_codes!r}")
         unknown = set(self.column_map.values()) - set(CANONICAL_COLUMNS)
         if unknown:
             raise ValueError(
@@ -175,11 +182,14 @@ class Settings:
 
     @property
     def source_id(self) -> str:
-        """Identity of (source, column map): namespaces every source-derived cache so that two
-        sources never share extracted history in one storage root."""
-        key = json.dumps(
-            {"source": self.resolved_source, "column_map": self.column_map, "recipe": PIPELINE_VERSION}, sort_keys=True
-        )
+        """Identity of (source, column map, non-sale codes when not UCI's): namespaces every
+        source-derived cache so that two sources, or one source cleaned with other non-sale
+        codes, never share extracted history in one storage root."""
+        identity: dict[str, Any] = {"source": self.resolved_source, "column_map": self.column_map, "recipe": PIPELINE_VERSION}
+        codes = sorted(_parse_codes(self.non_sale_codes))
+        if codes != sorted(UCI_NON_SALE_CODES):  # other codes clean the source differently
+            identity["non_sale_codes"] = codes
+        key = json.dumps(identity, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def as_dict(self) -> dict[str, Any]:
@@ -209,6 +219,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         except (TypeError, ValueError):
             raise ValueError(f"{key} must be a number, got {value!r}") from None
     return value
+
+
+def _parse_codes(value: Any) -> tuple[str, ...]:
+    """StockCodes from a comma-separated string or a sequence, as clean compares them: trimmed,
+    upper case, empty ones dropped, each once (first spelling's order)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    codes = [c.strip().upper() if isinstance(c, str) else c for c in items]
+    return tuple(dict.fromkeys(c for c in codes if c != ""))
 
 
 def _parse_column_map(value: Any) -> dict[str, str]:

@@ -20,10 +20,15 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from purchasing_power.errors import InputError
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 _URI = re.compile(r"^sql://(?P<conn>[A-Za-z0-9_.\-]+)/(?:(?P<schema>[A-Za-z_][A-Za-z0-9_$]*)\.)?(?P<table>[A-Za-z_][A-Za-z0-9_$]*)$")
+
+
+_POSTGRES = {"postgres", "postgresql"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,8 @@ class TableRef:
 
 def connection_uri(conn_id: str) -> str:
     """A libpq URI for Airflow connection ``conn_id``: ``AIRFLOW_CONN_<ID>`` (URI or JSON) when set,
-    else Airflow's connection store."""
+    else Airflow's connection store. A connection of another type than PostgreSQL is an
+    :class:`InputError` (retrying cannot help); a store that cannot answer raises ``ValueError``."""
     raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
     if raw is None:
         from airflow.sdk import Connection
@@ -59,14 +65,16 @@ def connection_uri(conn_id: str) -> str:
         raw = conn.get_uri()
     if raw.lstrip().startswith("{"):
         d = json.loads(raw)
+        if str(d.get("conn_type") or "postgres") not in _POSTGRES:
+            raise InputError(f"connection {conn_id!r} is {d['conn_type']!r}; only PostgreSQL connections are supported")
         user = quote(str(d.get("login") or ""), safe="")
         pwd = quote(str(d.get("password") or ""), safe="")
         auth = f"{user}:{pwd}@" if pwd else (f"{user}@" if user else "")
         port = f":{d['port']}" if d.get("port") else ""
         return f"postgresql://{auth}{d.get('host') or ''}{port}/{d.get('schema') or ''}"
     parts = urlsplit(raw)
-    if parts.scheme not in {"postgres", "postgresql"}:
-        raise ValueError(f"connection {conn_id!r} is {parts.scheme!r}; only PostgreSQL connections are supported")
+    if parts.scheme not in _POSTGRES:
+        raise InputError(f"connection {conn_id!r} is {parts.scheme!r}; only PostgreSQL connections are supported")
     return "postgresql://" + raw.split("://", 1)[1].split("?", 1)[0] + (f"?{parts.query}" if parts.query else "")
 
 

@@ -160,7 +160,9 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         assert la.wait_backfill(bad_bf, 1, TIMEOUT_S) == {EXTRA.isoformat(): "failed"}
         ext = [(t["state"], t["try_number"]) for t in la.task_instances(bad_bf) if t["task_id"] == "extract"]
         assert ext == [("failed", 1)], ext
-        logs = list((tmp_path / "airflow" / "logs").glob(f"dag_id=*/run_id=backfill__{EXTRA}*/task_id=extract/attempt=1.log"))
+        # (a run id names the run's run_after, the end of its interval: D+1, not its logical date)
+        bad_run = la.api.backfill_runs(la.api.backfill(bad_bf))[0][0]["dag_run_id"]
+        logs = list((tmp_path / "airflow" / "logs").glob(f"dag_id=*/run_id={bad_run}/task_id=extract/attempt=1.log"))
         assert logs, "no extract log for the corrupt-source run"
         text = logs[0].read_text(errors="replace")
         assert "extract:" in text and str(source) in text, text[-3000:]

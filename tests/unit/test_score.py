@@ -140,3 +140,32 @@ def test_validate_rejects_non_numeric_scores_with_a_value_error(preds, column):
     bad.loc[0, column] = "0.5"
     with pytest.raises(ValueError, match=column):
         validate_predictions(bad)
+
+
+# -- text customer ids ---------------------------------------------------------------------------
+
+
+def test_text_ids_are_carried_with_their_spelling_and_validated():
+    ids = ["C-00123", "c-00123", "9f86d081884c7d65", "00042", "C-9"]
+    features = pd.DataFrame({"x": np.arange(5.0)}, index=pd.Index(ids, name="customer_id", dtype=object))
+    preds = predictions_frame(features, np.full(5, 0.5), np.array([1.0, 5.0, 3.0, 2.0, 4.0]), D, "v", Settings(storage="/unused"))
+    assert preds["customer_id"].tolist() == ids and preds["customer_id"].dtype == object
+    assert dict(zip(ids, preds["tier"])) == {"c-00123": "high", "C-9": "medium", "9f86d081884c7d65": "low", "00042": "low", "C-00123": "low"}
+    validate_predictions(preds)
+    validate_predictions(preds.astype({"customer_id": "string"}))
+    for bad_ids in (["C-1", None, "C-3", "C-4", "C-5"], ["C-1", "C-1", "C-3", "C-4", "C-5"], ["C-1", "", "C-3", "C-4", "C-5"], ["C-1", 2, "C-3", "C-4", "C-5"]):
+        with pytest.raises(ValueError, match="customer_id must be unique int64 or text"):
+            validate_predictions(preds.assign(customer_id=pd.Series(bad_ids, dtype=object)))
+
+
+def test_text_id_ties_are_broken_by_the_ids_text_whatever_the_input_order():
+    ids = np.array(["b", "B", "a10", "a9", "A", "c", "_x", "0", "aa", "z"], dtype=object)
+    spend = np.full(10, 7.0)
+    by_id = dict(zip(ids.tolist(), assign_tiers(spend, ids, 0.2, 0.3).tolist()))
+    ranked = sorted(ids.tolist())  # code point order: "0" < "A" < "B" < "_x" < "a10" < "a9" < ...
+    assert [i for i in ranked if by_id[i] == "high"] == ranked[:2]
+    assert [i for i in ranked if by_id[i] == "medium"] == ranked[2:5]
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(10)
+        again = assign_tiers(spend[perm], ids[perm], 0.2, 0.3)
+        assert dict(zip(ids[perm].tolist(), again.tolist())) == by_id

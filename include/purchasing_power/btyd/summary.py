@@ -36,7 +36,8 @@ def rfm_summary(
 ) -> pd.DataFrame:
     """Per-customer BTYD summary as of the END of ``as_of`` (see the module docstring).
 
-    Returns a frame indexed by customer id (int64, name ``customer_id``), sorted, with columns
+    Returns a frame indexed by customer id (name ``customer_id``), sorted: int64 for numeric ids
+    (which must be whole numbers), the ids' text for a column of text ids; with columns
 
     * ``frequency`` (float): number of repeat purchase days (purchase days - 1),
     * ``recency`` (float, days): last purchase day - first purchase day,
@@ -67,13 +68,10 @@ def rfm_summary(
     cutoff = as_of_day + pd.Timedelta(days=1)
     keep = df[customer_col].notna().to_numpy() & ts.notna().to_numpy() & (ts < cutoff).to_numpy()
 
-    cust = pd.to_numeric(df[customer_col][keep], errors="raise")
-    cust_f = cust.to_numpy(dtype="float64")
-    if cust_f.size and not np.all(np.isfinite(cust_f) & (cust_f == np.round(cust_f))):
-        raise ValueError(f"rfm_summary: column {customer_col!r} must hold integer customer ids")
+    ids = _customer_ids(df[customer_col][keep], customer_col)
     work = pd.DataFrame(
         {
-            "customer_id": cust.to_numpy().astype("int64"),
+            "customer_id": ids,
             "day": ts[keep].dt.normalize().to_numpy(),
             "value": pd.to_numeric(df[value_col][keep], errors="raise").fillna(0.0).to_numpy(dtype="float64"),
         }
@@ -85,7 +83,7 @@ def rfm_summary(
     if daily.empty:
         out = pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
         out["n_orders"] = out["n_orders"].astype("int64")
-        out.index = pd.Index([], dtype="int64", name="customer_id")
+        out.index = pd.Index([], dtype=ids.dtype, name="customer_id")
         return out
 
     g = daily.groupby("customer_id", sort=True)
@@ -111,6 +109,17 @@ def rfm_summary(
             "monetary_value": monetary.astype("float64"),
             "n_orders": n,
         },
-        index=pd.Index(agg.index.to_numpy(dtype="int64"), name="customer_id"),
+        index=pd.Index(agg.index.to_numpy(dtype=ids.dtype), name="customer_id"),
     )
     return out
+
+
+def _customer_ids(values: pd.Series, column: str) -> np.ndarray:
+    """The ids as int64 (numbers must be whole) or, for a column of text ids, as their text."""
+    if not pd.api.types.is_numeric_dtype(values.dtype) and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.to_numpy(dtype=object)
+    cust = pd.to_numeric(values, errors="raise")
+    cust_f = cust.to_numpy(dtype="float64")
+    if cust_f.size and not np.all(np.isfinite(cust_f) & (cust_f == np.round(cust_f))):
+        raise ValueError(f"rfm_summary: column {column!r} holds numbers that are not integer customer ids (ids are integers or text)")
+    return cust.to_numpy().astype("int64")

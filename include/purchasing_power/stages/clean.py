@@ -55,7 +55,7 @@ def clean_day(settings: Settings, day: date) -> dict[str, Any]:
     raw = store.read_parquet_many(paths)
     sizes = _partition_sizes(store, todo, raw_entries, len(raw))
     raw[_PARTITION] = np.repeat(np.array(todo, dtype=object), sizes)
-    clean, quarantine = clean_frame(raw)
+    clean, quarantine = clean_frame(raw, settings.non_sale_codes)
     if len(raw) != len(clean) + len(quarantine):  # invariant: no row is lost
         raise AssertionError(f"row counts do not reconcile: {len(raw)} != {len(clean)} + {len(quarantine)}")
     q_days = quarantine.pop(_PARTITION)
