@@ -15,7 +15,7 @@ from typing import Any
 
 from purchasing_power.clean import clean_frame
 from purchasing_power.extract import read_manifest, write_manifest
-from purchasing_power.schemas import clean_schema, quarantine_schema
+from purchasing_power.schemas import clean_schema, customer_id_type, quarantine_schema
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, CLEAN_MANIFEST, QUARANTINE_FILE, RAW_FILE, RAW_MANIFEST, Storage, Workspace
 
@@ -61,7 +61,8 @@ def clean_day(settings: Settings, day: date) -> dict[str, Any]:
     q_days = quarantine.pop(_PARTITION)
     clean_by_day = dict(tuple(clean.groupby(clean["invoice_ts"].dt.date, sort=False)))
     q_by_day = dict(tuple(quarantine.groupby(q_days, sort=False)))
-    c_schema, q_schema = clean_schema(), quarantine_schema()
+    ids = customer_id_type(raw)
+    c_schema, q_schema = clean_schema(ids), quarantine_schema(ids)
     day_counts: dict[str, Any] = {}
     for d in todo:
         c = clean_by_day.get(d, clean.iloc[0:0]).reset_index(drop=True)
