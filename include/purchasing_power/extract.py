@@ -313,12 +313,14 @@ def digest(values: Any) -> str:
     return hashlib.blake2b(values.tobytes(), digest_size=8).hexdigest()
 
 
-def partition_fingerprint(day_hash: str, undated_keys: list[str]) -> str:
+def partition_fingerprint(day_hash: str, undated_keys: list[str], customer_ids: str = "int64") -> str:
     """Fingerprint of a raw partition: its day's dated rows (their hash in the staged index)
-    plus the undated rows handed to it, in staged order."""
+    plus the undated rows handed to it, in staged order, and (for text ids) the id type, so
+    that a source whose ids turn to text rewrites every partition, empty days included."""
     import hashlib
 
-    return hashlib.blake2b("\n".join([day_hash, *undated_keys]).encode(), digest_size=8).hexdigest()
+    parts = [day_hash, *undated_keys] + (["ids=string"] if customer_ids == "string" else [])
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
 def undated_keys(frame: pd.DataFrame) -> list[str]:

@@ -66,14 +66,15 @@ def extract_day(settings: Settings, day: date) -> dict[str, Any]:
     assigned, handed = _hand_out(keys, known, day)
 
     span = _span(first_day, day, existing)
-    expected = {d: partition_fingerprint(index["day_hashes"].get(d.isoformat(), ""), handed.get(d.isoformat(), [])) for d in span}
+    ids = _staged_id_type(index)
+    expected = {d: partition_fingerprint(index["day_hashes"].get(d.isoformat(), ""), handed.get(d.isoformat(), []), ids) for d in span}
     todo = [d for d in span if d == day or d not in existing or entries.get(d.isoformat(), {}).get("hash") != expected[d]]
     _forget(store, entries, known, todo)
 
     rows = read_staged(index, todo[0], day)
     groups = {d.date(): g for d, g in rows.groupby(rows["InvoiceDate"].dt.normalize(), sort=True)}
     undated = read_undated(index) if keys else rows.iloc[0:0]
-    schema = raw_schema(customer_id_type(rows))  # the staged copy's id type: integer or text
+    schema = raw_schema(ids)  # the staged copy's id type: integer or text
     for d in todo:
         iso = d.isoformat()
         part = groups.get(d, rows.iloc[0:0])
@@ -83,6 +84,19 @@ def extract_day(settings: Settings, day: date) -> dict[str, Any]:
         entries[iso] = {"hash": expected[d], "rows": int(len(part)), "version": index["version"]}
     write_manifest(store, RAW_MANIFEST, {"days": entries, "undated": assigned})  # last: commits the partitions
     return _report(settings, day, store, counts, index["version"], index["rows"], index["undated"], handed, todo, existing, first_day)
+
+
+def _staged_id_type(index: dict[str, Any]) -> str:
+    """The customer id type of a staged source, from its staged file's Arrow schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from purchasing_power.storage import filesystem_for, strip_conn
+
+    path = index["dated_path"] if "dated_path" in index else index["parts"][0]["dated_path"]
+    with filesystem_for(path).open(strip_conn(path), "rb") as fh:
+        field = pq.read_schema(fh).field("CustomerID")
+    return "string" if pa.types.is_string(field.type) or pa.types.is_large_string(field.type) else "int64"
 
 
 def extract_table_day(settings: Settings, day: date) -> dict[str, Any]:
