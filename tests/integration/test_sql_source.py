@@ -139,7 +139,8 @@ def test_later_days_and_reruns_read_only_what_they_need(pg, settings_for, caplog
         nxt = extract_day(settings, date(2031, 3, 5))
     first = raw_bytes(settings)
     assert nxt["table_read"]["days"] == [["2031-03-05", "2031-03-05"]] and nxt["table_read"]["rows_read"] == 1
-    queries = [r.getMessage() for r in caplog.records if "ORDER BY" in r.getMessage() and "IS NOT TRUE" not in r.getMessage()]
+    # distinct messages: a log record can reach caplog twice once Airflow has configured logging
+    queries = list(dict.fromkeys(r.getMessage() for r in caplog.records if "ORDER BY" in r.getMessage() and "IS NOT TRUE" not in r.getMessage()))
     assert len(queries) == 1  # the filter is in the SQL: placeholders, the day's bounds as parameters
     assert '("sold_at" >= %s AND "sold_at" < %s)' in queries[0] and "2031-03-05 00:00:00+00:00" in queries[0]
     assert "2031-03-05" not in queries[0].split("-- parameters")[0]
@@ -258,44 +259,3 @@ def test_read_all_reads_the_whole_table(pg, settings_for):
     load(pg, ROWS + [("U-1", "A1", "red mug", 1, None, "3.50", "C-00140", "FR")])
     frame = read_all(settings_for().source, MAP)
     assert len(frame) == 11 and sorted(frame["InvoiceNo"])[:2] == ["S-1", "S-10"]
-
-
-def test_a_file_set_on_s3_through_a_connection_reads_only_new_objects(s3_endpoint, tmp_path, monkeypatch):
-    import json
-
-    import boto3
-    import s3fs
-
-    import purchasing_power.extract as extract
-    from purchasing_power.sources import list_parts
-
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AIRFLOW_CONN_PP_S3", json.dumps({"conn_type": "aws", "login": "k", "password": "s",
-                                                          "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}))
-    s3fs.S3FileSystem.clear_instance_cache()
-    client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1")
-    bucket = f"pp-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-
-    def put(day: date, rows: list[tuple]) -> None:
-        frame = pd.DataFrame([r[:4] + (r[4][:19],) + r[5:] for r in rows], columns=list(MAP))
-        client.put_object(Bucket=bucket, Key=f"tx/ds={day}/part-0.parquet", Body=frame.to_parquet(index=False))
-
-    put(date(2031, 3, 1), ROWS[:3])
-    put(date(2031, 3, 2), ROWS[3:4])
-    client.put_object(Bucket=bucket, Key="tx/ds=2031-03-02/_SUCCESS", Body=b"")
-    source = f"s3://pp_s3@{bucket}/tx/ds=*/"
-    assert [p for p, _ in list_parts(source)] == [f"s3://pp_s3@{bucket}/tx/ds=2031-03-0{d}/part-0.parquet" for d in (1, 2)]
-    reads: list[str] = []
-    real = extract.read_source
-    monkeypatch.setattr(extract, "read_source", lambda src, *a, **k: reads.append(src) or real(src, *a, **k))
-    settings = Settings(storage=str(tmp_path / "data"), source=source, column_map=MAP).validated()
-    assert extract_day(settings, date(2031, 3, 2))["rows_in_source"] == 4 and len(reads) == 2
-    put(date(2031, 3, 4), ROWS[4:8])
-    reads.clear()
-    report = extract_day(settings, D)
-    assert reads == [f"s3://pp_s3@{bucket}/tx/ds=2031-03-04/part-0.parquet"] and report["history_rewritten"] == []
-    assert id_text(raw(settings, D)) == ["C-00126", "C-00123", "C-00127", "C-00128"]
-    s3fs.S3FileSystem.clear_instance_cache()
