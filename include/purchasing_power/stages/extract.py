@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from purchasing_power.errors import SourceError
 from purchasing_power.extract import digest, normalise_raw_dtypes, partition_fingerprint, read_manifest, row_hashes, undated_keys, write_manifest
-from purchasing_power.schemas import customer_id_type, raw_schema
+from purchasing_power.schemas import raw_schema
 from purchasing_power.settings import Settings
 from purchasing_power.sources import SQL_CHUNK_ROWS, column_origin, day_ranges, is_sql_source, open_table, read_staged, read_undated, stage
 from purchasing_power.storage import RAW_FILE, RAW_MANIFEST, Storage, Workspace
