@@ -86,7 +86,7 @@ DAG_ID := purchasing_power_daily
 RUN_DIR := $(AIRFLOW_HOME)/run
 SERVICES := scheduler dag-processor api-server
 
-.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality bench-backfill lock clean-data
+.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality bench-backfill bench-sql bench-scale lock clean-data
 .PHONY: backfill backfill-args backfill-wait airflow-services airflow-stop metadb-stop
 
 help:
@@ -96,7 +96,7 @@ help:
 	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  # backfill those days (logical date D covers day D) with a scheduler"
 	@echo "make backfill-wait  # wait for the newest backfill (e.g. one made in the UI) and summarise it"
 	@echo "make airflow-stop / make metadb-stop  # stop background Airflow services / the embedded PostgreSQL"
-	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill)"
+	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill; also bench-sql, bench-scale)"
 
 # The development venv: the runtime pins (requirements.txt, what the Docker image installs) plus
 # the development and test ones (requirements-dev.txt includes requirements.txt).
@@ -213,6 +213,16 @@ bench-embed: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python bench/bench_quality.py --out bench/results/quality.json
+
+# Seconds and peak RSS per task at 25k / 250k / 1M demo customers (bench/bench_scale.py; long:
+# BENCH_SCALE_ARGS="--customers 25000" for a quick look).
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json $(BENCH_SCALE_ARGS)
+
+# UCI as a warehouse table in the machine's PostgreSQL (127.0.0.1:5432), run by `make run` through a
+# connection and judged against what the customers did (bench/judge_sql.py).
+bench-sql: $(STAMP)
+	$(BIN)/python bench/judge_sql.py --out bench/results/judged_sql.json
 
 # A year of ../shared/datasets/online_retail.parquet backfilled by a private scheduler (own embedded
 # PostgreSQL and AIRFLOW_HOME under .bench/backfill; does not touch .airflow). BENCH_BACKFILL_ARGS,

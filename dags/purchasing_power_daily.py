@@ -9,11 +9,13 @@ from typing import Any, Mapping
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from purchasing_power.notify import CHAMPION_KEPT, TASK_FAILED, WebhookNotifier
 from purchasing_power.settings import DEFAULT_EMBED_MODEL
+from purchasing_power.storage import PREDICTIONS_ASSET
 
 # Identified by name only: its identity must not change with the storage root of whichever
 # process parses the DAG (an Asset whose URI changes is marked inactive and fails the task).
-PREDICTIONS = Asset(name="purchasing_power_predictions")
+PREDICTIONS = Asset(name=PREDICTIONS_ASSET)
 
 DOC = """
 # Purchasing power — daily
@@ -60,6 +62,17 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
   update the `purchasing_power_predictions` asset, and precompute the curves shown on the
   *Purchasing power* page (Browse menu) in `metrics/ds=D/report.json`.
 
+**Asset.** publish updates the `purchasing_power_predictions` Asset; its event's extra holds
+`day`, `path` (the predictions file) and `rows`. The example Dag
+`purchasing_power_export_high_tier` is scheduled on it and exports that day's `high` tier.
+
+**Checks and alerts.** publish compares the day's row count with the median of the 28 days
+before it: a day with no rows, or under 20 % of that median, is flagged in `metrics.json` and on
+the page (`PURCHASING_POWER_VOLUME_CHECK=fail` fails the run at publish instead;
+`PURCHASING_POWER_VOLUME_MIN_SHARE` sets the share). With `PURCHASING_POWER_ALERTS_CONN` naming
+an http(s) connection, a task that fails for good and a gate that keeps the champion each post
+one JSON message to that webhook. Every task has an `execution_timeout`.
+
 Only storage paths go through XCom. Reruns overwrite; nothing duplicates.
 """
 
@@ -72,12 +85,15 @@ def _when(ctx: Mapping[str, Any] | None = None) -> dict[str, Any]:
             "run_after": getattr(ctx["dag_run"], "run_after", None), "run_id": ctx["run_id"]}
 
 
-def _run(stage: str) -> str:
+def _run(stage: str, runner: str = "run_stage") -> Any:
+    """Call ``pipeline.<runner>`` for ``stage`` (``run_stage(stage, ...)``, or a runner of its
+    own taking the run's fields), turning input errors into a failure without retries."""
+    import purchasing_power.pipeline as pipeline
     from purchasing_power.errors import InputError, NothingToDo
-    from purchasing_power.pipeline import run_stage
 
+    call = getattr(pipeline, runner)
     try:
-        return run_stage(stage, **_when())
+        return call(stage, **_when()) if runner == "run_stage" else call(**_when())
     except InputError as exc:  # bad input: retrying cannot help, fail now with the reason
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -99,7 +115,8 @@ default_args = {
     "owner": "purchasing-power",
     "retries": 1,
     "retry_delay": timedelta(seconds=30),
-    "on_failure_callback": _release_day,
+    "execution_timeout": timedelta(hours=2),  # fits and GPU embeds set their own below
+    "on_failure_callback": [_release_day, WebhookNotifier(TASK_FAILED)],
 }
 
 
@@ -125,7 +142,9 @@ default_args = {
             os.environ.get("PURCHASING_POWER_SOURCE", ""),
             type="string",
             title="Source",
-            description="Transactions file: a path or fsspec URI (Parquet or CSV). Empty: the generated demo source.",
+            description="Transactions: a Parquet/CSV file, a folder or glob of daily files (local path or fsspec URI, "
+            "e.g. s3://bucket/sales/ds=*/), or a table through an Airflow connection: sql://<conn_id>/<schema>.<table>. "
+            "Empty: the deployment's PURCHASING_POWER_SOURCE, else the generated demo source.",
         ),
         "column_map": Param(
             {},
@@ -145,6 +164,21 @@ default_args = {
             type="boolean",
             title="Force retrain",
             description="Fit and gate a new candidate on this day instead of using the anchor day's model.",
+        ),
+        "texts": Param(
+            os.environ.get("PURCHASING_POWER_TEXTS", ""),
+            type="string",
+            title="User texts",
+            description="Optional user-written texts (CustomerID, TextDate, Text: reviews, comments, support messages) in any "
+            "form a source takes (file, folder or glob, sql://<conn_id>/<schema>.<table>). Empty: the deployment's "
+            "PURCHASING_POWER_TEXTS; with the demo source, the demo's reviews; else none.",
+        ),
+        "texts_column_map": Param(
+            None,
+            type=["null", "object"],
+            title="User texts column map",
+            description='Texts column → CustomerID / TextDate / Text, e.g. {"customer": "CustomerID", "created_at": "TextDate", "body": "Text"}. '
+            "Empty: the deployment's PURCHASING_POWER_TEXTS_COLUMN_MAP.",
         ),
     },
 )
@@ -172,7 +206,7 @@ def purchasing_power_daily():
 
         return run_embed_plan(**_when())
 
-    @task(queue="gpu", pool="gpu", doc_md="Embed one shard of new texts into the cache (GPU when available, CPU fallback logged).")
+    @task(queue="gpu", pool="gpu", execution_timeout=timedelta(hours=6), doc_md="Embed one shard of new texts into the cache (GPU when available, CPU fallback logged).")
     def embed(shard: str) -> str:
         from purchasing_power.pipeline import run_embed_shard
 
@@ -191,6 +225,7 @@ def purchasing_power_daily():
     # backfill) fit, evaluate and gate it once; the others find the stored result and skip.
     @task(
         max_active_tis_per_dag=1,
+        execution_timeout=timedelta(hours=6),
         doc_md="Fit this anchor's candidates (SMOTE inside the training fit only); no instance, and "
         "evaluate and gate skipped, when the anchor is already decided.",
     )
@@ -202,9 +237,10 @@ def purchasing_power_daily():
         """Score candidate, BG/NBD, recency and champion on the latest closed window."""
         return _run("evaluate")
 
-    @task(max_active_tis_per_dag=1)
+    @task(max_active_tis_per_dag=1, on_success_callback=WebhookNotifier(CHAMPION_KEPT))
     def gate(_: str) -> str:
-        """Promote the candidate only if it beats the baselines and the champion."""
+        """Promote the candidate only if it beats the baselines and the champion (an alert when
+        it keeps the champion)."""
         return _run("gate")
 
     @task(trigger_rule="none_failed")
@@ -214,8 +250,11 @@ def purchasing_power_daily():
 
     @task(outlets=[PREDICTIONS])
     def publish(_: str) -> str:
-        """Commit predictions/ds=D and metrics/ds=D atomically, then the page's report.json."""
-        return _run("publish")
+        """Commit predictions/ds=D and metrics/ds=D atomically, then the page's report.json;
+        the Asset event's extra names the day, the predictions file and its rows."""
+        path, extra = _run("publish", runner="run_publish")
+        get_current_context()["outlet_events"][PREDICTIONS].extra = extra
+        return path
 
     shards = embed.expand(shard=embed_plan(clean(extract())))
     fitted = train.expand(features_report=features(shards))

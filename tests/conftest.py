@@ -111,3 +111,12 @@ def settings_factory(tmp_path, tiny_raw) -> Callable[..., Settings]:
         return Settings(**kw).validated()
 
     return make
+
+
+@pytest.fixture
+def webhook():
+    from webhook_server import Webhook
+
+    hook = Webhook()
+    yield hook
+    hook.close()

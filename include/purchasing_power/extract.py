@@ -14,6 +14,7 @@ from (:data:`RAW_MANIFEST`, :data:`CLEAN_MANIFEST`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -124,16 +125,26 @@ def map_columns(df: pd.DataFrame, column_map: dict[str, str], *, source: str = "
     mapping = dict(column_map)
     if not mapping and not set(CANONICAL_COLUMNS) <= set(df.columns):
         mapping = {k: v for k, v in ONLINE_RETAIL_II_MAP.items() if k in df.columns and v not in df.columns}
+    return rename_onto(df, mapping, CANONICAL_COLUMNS, source=source, noun="source", map_name="column_map",
+                       example='{"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}')
+
+
+def rename_onto(df: pd.DataFrame, mapping: dict[str, str], columns: tuple[str, ...], *, source: str, noun: str,
+                map_name: str, example: str) -> pd.DataFrame:
+    """``df`` with its columns renamed by ``mapping`` onto ``columns`` (only those kept, in that
+    order). A map naming a column ``source`` lacks, a map onto a column it already has, two
+    columns mapped onto one, a repeated column or a missing one is a :class:`SourceError` that
+    lists what it has."""
     unknown = sorted(set(mapping) - set(df.columns))
     if unknown:
         raise SourceError(
-            f"column_map names columns {unknown} that {source} does not have; it has {list(df.columns)}"
+            f"{map_name} names columns {unknown} that {source} does not have; it has {list(df.columns)}"
         )
     renamed_away = {k for k, v in mapping.items() if k != v}
     for src, target in sorted(mapping.items()):
         if src != target and target in df.columns and target not in renamed_away:
             raise SourceError(
-                f"column_map maps {src!r} onto {target!r}, which {source} already has; "
+                f"{map_name} maps {src!r} onto {target!r}, which {source} already has; "
                 f"drop one from the file or the map (it has {list(df.columns)})"
             )
     targets: dict[str, list[str]] = {}
@@ -141,18 +152,18 @@ def map_columns(df: pd.DataFrame, column_map: dict[str, str], *, source: str = "
         targets.setdefault(target, []).append(src)
     for target, sources in sorted(targets.items()):
         if len(sources) > 1:
-            raise SourceError(f"column_map maps {sorted(sources)} onto one column {target!r} of {source}; map one of them")
+            raise SourceError(f"{map_name} maps {sorted(sources)} onto one column {target!r} of {source}; map one of them")
     df = df.rename(columns=mapping)
-    duplicated = sorted({c for c in df.columns if c in CANONICAL_COLUMNS and list(df.columns).count(c) > 1})
+    duplicated = sorted({c for c in df.columns if c in columns and list(df.columns).count(c) > 1})
     if duplicated:
-        raise SourceError(f"source {source} has column(s) {duplicated} more than once; it has {list(df.columns)}")
-    missing = [c for c in CANONICAL_COLUMNS if c not in df.columns]
+        raise SourceError(f"{noun} {source} has column(s) {duplicated} more than once; it has {list(df.columns)}")
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise SourceError(
-            f"source {source} is missing canonical column(s) {missing}; it has {list(df.columns)}. "
-            "Pass column_map, e.g. {\"Invoice\": \"InvoiceNo\", \"Price\": \"UnitPrice\", \"Customer ID\": \"CustomerID\"}"
+            f"{noun} {source} is missing canonical column(s) {missing}; it has {list(df.columns)}. "
+            f"Pass {map_name}, e.g. {example}"
         )
-    return df.loc[:, list(CANONICAL_COLUMNS)].copy()
+    return df.loc[:, list(columns)].copy()
 
 
 def parse_invoice_dates(values: pd.Series) -> pd.Series:
@@ -335,14 +346,54 @@ def undated_keys(frame: pd.DataFrame) -> list[str]:
     return keys
 
 
-def read_manifest(store: Storage, name: str) -> dict[str, Any]:
-    """A manifest in ``staged/`` (``{}`` before the first write)."""
-    path = store.path("staged", None, name)
+def read_manifest(store: Storage, name: str, dataset: str = "staged") -> dict[str, Any]:
+    """A manifest in ``staged/`` (or ``dataset``; ``{}`` before the first write)."""
+    path = store.path(dataset, None, name)
     return store.read_json(path) if store.exists(path) else {}
 
 
-def write_manifest(store: Storage, name: str, manifest: dict[str, Any]) -> None:
-    store.write_json(manifest, store.path("staged", None, name))
+def write_manifest(store: Storage, name: str, manifest: dict[str, Any], dataset: str = "staged") -> None:
+    store.write_json(manifest, store.path(dataset, None, name))
+
+
+@dataclass
+class PendingClean:
+    """The raw partitions a clean run must (re)clean, and what the clean manifest recorded."""
+
+    todo: list[date]  # the run's day and every earlier raw day without an up-to-date clean partition
+    done: set[date]  # days with a clean partition
+    raw_entries: dict[str, Any]  # the raw manifest's days
+    made_from: dict[str, Any]  # clean day -> raw fingerprint it was made from (the clean stage updates it)
+    old: dict[str, Any]  # made_from as it was
+
+    def changed(self) -> list[date]:
+        """Days whose clean partition was made again from other raw rows than before."""
+        return sorted(d for d in self.todo if self.old.get(d.isoformat()) is not None
+                      and self.old[d.isoformat()] != self.made_from.get(d.isoformat()))
+
+
+def pending_clean(store: Storage, day: date, *, raw: tuple[str, str], clean: tuple[str, str], raw_manifest: str,
+                  clean_manifest: str, manifests: str = "staged") -> PendingClean:
+    """Which raw partitions (dataset, file name ``raw``) a clean of ``day`` must write into
+    ``clean``: ``day`` always, and every earlier raw day whose clean partition is missing or was
+    made from other raw rows than the raw manifest records now. The stale days are first dropped
+    from the clean manifest, so a clean cut short redoes them next time."""
+    raw_days = store.list_days(*raw)
+    if day not in raw_days:
+        raise FileNotFoundError(f"no {raw[0]} partition for {day} at {store.path(raw[0], day, raw[1])}: run extract first")
+    done = set(store.list_days(*clean))
+    raw_entries: dict[str, Any] = read_manifest(store, raw_manifest, manifests).get("days", {})
+    made_from: dict[str, Any] = dict(read_manifest(store, clean_manifest, manifests).get("days", {}))
+
+    def current(d: date) -> bool:
+        raw_hash = raw_entries.get(d.isoformat(), {}).get("hash")
+        return d in done and raw_hash is not None and made_from.get(d.isoformat()) == raw_hash
+
+    todo = [d for d in raw_days if d <= day and (d == day or not current(d))]
+    stale = {d.isoformat() for d in todo} & set(made_from)
+    if stale:
+        write_manifest(store, clean_manifest, {"days": {k: v for k, v in made_from.items() if k not in stale}}, manifests)
+    return PendingClean(todo=todo, done=done, raw_entries=raw_entries, made_from=made_from, old=dict(made_from))
 
 
 def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:

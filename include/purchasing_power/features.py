@@ -43,9 +43,14 @@ def purchase_days(tx: pd.DataFrame) -> pd.DataFrame:
     return g.reset_index()
 
 
-def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None = None) -> pd.DataFrame:
+def build_features(
+    tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None = None, user_texts: tuple[pd.DataFrame, VectorLookup | None] | None = None
+) -> pd.DataFrame:
     """Customer features as of the end of ``as_of`` for every customer with a valid sale line
     before ``as_of + 1 day`` (purchase-day features count days with net value > 0).
+    ``vectors``: the mean embedding of the products bought; ``user_texts`` ((clean user texts,
+    vector lookup)): the user-text features of ``usertext.user_text_features`` (texts dated
+    before ``as_of + 1 day`` only).
     Index: customer_id (int64 for integer ids, the ids' text for text ids), sorted."""
     import numpy as np
     import pandas as pd
@@ -189,6 +194,11 @@ def build_features(tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None =
 
     if vectors is not None:
         f = f.join(customer_text_vectors(sales, vectors), how="left")
+    if user_texts is not None:
+        from purchasing_power.usertext import user_text_features
+
+        texts, lookup = user_texts
+        f = f.join(user_text_features(texts, as_of, f.index, lookup, id_dtype(tx["customer_id"])), how="left")
 
     f = f.astype("float64").sort_index()
     f.index = f.index.astype(id_dtype(tx["customer_id"]))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from purchasing_power.features import build_features
 from purchasing_power.settings import Settings
-from purchasing_power.storage import CLEAN_FILE, FEATURES_FILE, Workspace
+from purchasing_power.storage import CLEAN_FILE, FEATURES_FILE, TEXTS_CLEAN_FILE, Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -41,14 +41,35 @@ def load_clean_history(
     return store.read_parquet_many([store.path("clean", d, CLEAN_FILE) for d in days], columns=columns)
 
 
+def load_user_texts(settings: Settings, day: date) -> pd.DataFrame | None:
+    """The clean user texts of every text day through ``day`` (``customer_id``, ``text_ts``,
+    ``text``), or ``None`` when features use no user text (no texts source, or
+    ``use_user_text`` off). Point in time is the features' job: they drop texts dated after
+    their as-of day."""
+    from purchasing_power.usertext import user_text_on
+
+    if not user_text_on(settings):
+        return None
+    store = Workspace.for_settings(settings).per_source
+    days = [d for d in store.list_days("texts_clean", TEXTS_CLEAN_FILE) if d <= day]
+    if day not in days:
+        raise FileNotFoundError(f"no clean user-text partition for {day} under {store.path('texts_clean')}: run clean first")
+    return store.read_parquet_many([store.path("texts_clean", d, TEXTS_CLEAN_FILE) for d in days])
+
+
 def text_vectors_key(settings: Settings) -> str:
-    """Identity of the text vectors features are built with (model and revision), or ``notext``."""
-    if not settings.use_text:
+    """Identity of the text vectors features are built with (model and revision; which of
+    product and user text), or ``notext``. (Which texts source is part of the source id.)"""
+    from purchasing_power.usertext import user_text_on
+
+    user = user_text_on(settings)
+    if not settings.use_text and not user:
         return "notext"
     from purchasing_power.embedding import resolve_model
 
     ref = resolve_model(settings.embed_model)
-    return hashlib.sha256(f"{ref.model_id}\0{ref.revision}".encode()).hexdigest()[:10]
+    parts = f"{ref.model_id}\0{ref.revision}" + ("" if settings.use_text else "\0noproduct") + ("\0user" if user else "")
+    return hashlib.sha256(parts.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -60,19 +81,31 @@ class RunData:
     ws: Workspace
     text_key: str
     vectors: Any = None
+    user_text: bool = False
     _tx: pd.DataFrame | None = None
+    _texts: pd.DataFrame | None = None
     _features: dict[date, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
     def load(cls, settings: Settings, day: date, tx: pd.DataFrame | None = None) -> RunData:
         ws = Workspace.for_settings(settings)
         key = text_vectors_key(settings)
+        from purchasing_power.usertext import user_text_on
+
+        user = user_text_on(settings)
         vectors = None
-        if settings.use_text:
+        if settings.use_text or user:
             from purchasing_power.embedding import load_vectors
 
             vectors = lambda texts: load_vectors(texts, ws.root, settings)  # noqa: E731
-        return cls(settings=settings, day=day, ws=ws, text_key=key, vectors=vectors, _tx=tx)
+        return cls(settings=settings, day=day, ws=ws, text_key=key, vectors=vectors, user_text=user, _tx=tx)
+
+    @property
+    def texts(self) -> pd.DataFrame | None:
+        """The clean user texts through the run's day (``None`` without user-text features)."""
+        if self.user_text and self._texts is None:
+            self._texts = load_user_texts(self.settings, self.day)
+        return self._texts
 
     @property
     def tx(self) -> pd.DataFrame:
@@ -127,7 +160,9 @@ class RunData:
         if not refresh and store.exists(path):
             f = store.read_parquet(path).set_index("customer_id")
         else:
-            f = build_features(self.tx, as_of, self.vectors)
+            product = self.vectors if self.settings.use_text else None
+            user = (self.texts, self.vectors) if self.user_text else None
+            f = build_features(self.tx, as_of, product, user_texts=user)
             store.write_parquet(f.reset_index(), path)
         if keep:
             self._features[as_of] = f

@@ -33,7 +33,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.schemas import BASELINE_P, BASELINE_SPEND, HISTORY_DAYS, TEXT_PREFIX
+from purchasing_power.schemas import BASELINE_P, BASELINE_SPEND, HISTORY_DAYS, TEXT_PREFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -100,16 +100,18 @@ def sigmoid(z):
 
 
 def feature_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(numeric, text) feature columns of a features/training frame."""
+    """(numeric, text) feature columns of a features/training frame (text: the embedding blocks,
+    product and user text, ``schemas.TEXT_PREFIXES``)."""
     skip = set(LABEL_COLUMNS) | set(META_COLUMNS) | set(GLOBAL_COLUMNS) | {"customer_id"}
-    text = [c for c in frame.columns if c.startswith(TEXT_PREFIX)]
-    num = [c for c in frame.columns if c not in skip and not c.startswith(TEXT_PREFIX)]
+    text = [c for c in frame.columns if c.startswith(TEXT_PREFIXES)]
+    num = [c for c in frame.columns if c not in skip and not c.startswith(TEXT_PREFIXES)]
     return num, text
 
 
 def _preprocessor(num: list[str], text: list[str], seed: int, n_rows: int, scale: bool) -> Any:
     """signed log1p + median imputation (+ standardisation) of numeric columns; the mean text
-    embedding reduced by PCA to at most TEXT_COMPONENTS components."""
+    embedding of each block (product text, user text) reduced by PCA to at most TEXT_COMPONENTS
+    components."""
     from sklearn.compose import ColumnTransformer
     from sklearn.decomposition import PCA
     from sklearn.impute import SimpleImputer
@@ -123,15 +125,18 @@ def _preprocessor(num: list[str], text: list[str], seed: int, n_rows: int, scale
     if scale:
         num_steps.append(("scale", StandardScaler()))
     parts = [("num", Pipeline(num_steps), num)]
-    if text:
-        k = max(1, min(TEXT_COMPONENTS, len(text), n_rows - 1))
+    for prefix in TEXT_PREFIXES:
+        block = [c for c in text if c.startswith(prefix)]
+        if not block:
+            continue
+        k = max(1, min(TEXT_COMPONENTS, len(block), n_rows - 1))
         text_steps = [
             ("impute", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
             ("pca", PCA(n_components=k, random_state=seed, svd_solver="full")),
         ]
         if scale:
             text_steps.append(("scale", StandardScaler()))
-        parts.append(("text", Pipeline(text_steps), text))
+        parts.append(("text" if prefix == TEXT_PREFIXES[0] else f"text_{prefix.rstrip('_')}", Pipeline(text_steps), block))
     return ColumnTransformer(parts, remainder="drop")
 
 

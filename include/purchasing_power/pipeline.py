@@ -119,6 +119,31 @@ def run_features(params: Mapping[str, Any] | None, logical_date: datetime | None
     return [path] if report["needs_training"] else []
 
 
+def run_publish(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None,
+                *, run_id: str | None = None, overrides: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The DAG's ``publish`` task: publish the day; returns (its report's path, the extra of the
+    ``purchasing_power_predictions`` Asset event: day, predictions path, rows, ...)."""
+    path, report = run_stage_report("publish", params, logical_date, run_after, run_id=run_id, overrides=overrides)
+    return path, dict(report["asset_extra"])
+
+
+def run_export_tier(extra: Mapping[str, Any] | None, tier: str = "high", *, overrides: Mapping[str, Any] | None = None) -> str:
+    """The export Dag's task: export ``tier`` of the day a predictions Asset event names (its
+    ``extra``: day, path, rows); returns the report's path (``runs/ds=D/export-<tier>.json``)."""
+    from purchasing_power.errors import InputError
+
+    extra = dict(extra or {})
+    missing = [k for k in ("day", "path", "rows") if k not in extra]
+    if missing:
+        raise InputError(f"predictions event extra lacks {missing}: got {sorted(extra)}")
+    try:
+        rows = int(extra["rows"])
+    except (TypeError, ValueError):
+        raise InputError(f"predictions event extra has a non-integer row count: {extra['rows']!r}") from None
+    return run_stage("export_tier", {"day": str(extra["day"])}, report_name=f"export-{tier}", overrides=overrides,
+                     path=str(extra["path"]), rows=rows, tier=tier)
+
+
 def run_embed_shard(shard: str, params: Mapping[str, Any] | None, logical_date: datetime | None = None,
                     run_after: datetime | None = None, *, run_id: str | None = None,
                     overrides: Mapping[str, Any] | None = None) -> str:

@@ -79,6 +79,16 @@ QUARANTINE_REASONS = (
     "price_out_of_range",
 )
 
+#: The optional user-written text source (reviews, comments, support messages): its canonical
+#: columns (``Settings.texts_column_map`` maps a source's names onto them; extra columns are
+#: dropped), the columns of its clean partitions, and the reasons its rows are quarantined for
+#: (in ``quarantine/ds=D/texts_quarantine.parquet``, apart from the transactions' quarantine).
+TEXT_COLUMNS = ("CustomerID", "TextDate", "Text")
+TEXT_CLEAN_COLUMNS = ("customer_id", "text_ts", "text")
+TEXT_QUARANTINE_REASONS = ("unparseable_date", "missing_customer", "invalid_customer", "non_finite_number", "customer_out_of_range", "empty_text")
+#: A user text longer than this (characters, after normalisation) is truncated to it by clean.
+TEXT_MAX_CHARS = 2000
+
 #: Integers a float64 holds exactly have ``abs(n) < 2**53``. Raw partitions store Quantity,
 #: UnitPrice and CustomerID as float64, so a larger id would silently become another customer:
 #: such values keep their original text in ``*_raw`` and are quarantined as out of range.
@@ -86,6 +96,10 @@ MAX_EXACT_FLOAT_INT = 2**53
 
 #: Feature tables: columns holding the mean text embedding start with this prefix.
 TEXT_PREFIX = "txt_"
+#: Feature tables: columns holding the mean embedding of a customer's own texts (user text).
+USER_TEXT_PREFIX = "utxt_"
+#: Feature-table column prefixes of embedding blocks (each reduced on its own by the models).
+TEXT_PREFIXES = (TEXT_PREFIX, USER_TEXT_PREFIX)
 #: Feature tables: how much history the source has as of the snapshot (the same for every
 #: customer of a snapshot; not a model feature, it scales spend totals to a horizon).
 HISTORY_DAYS = "history_days"
@@ -167,3 +181,40 @@ def quarantine_schema(customer_ids: str = "int64") -> Any:
     import pyarrow as pa
 
     return pa.schema([("reason", pa.string()), ("detail", pa.string()), *raw_schema(customer_ids)])
+
+
+def text_raw_schema(customer_ids: str = "int64") -> Any:
+    """Arrow schema of raw user-text partitions (canonical names, ``*_raw`` keep unparseable originals)."""
+    import pyarrow as pa
+
+    _check_id_type(customer_ids)
+    return pa.schema(
+        [
+            ("CustomerID", pa.float64() if customer_ids == "int64" else pa.string()),
+            ("CustomerID_raw", pa.string()),
+            ("TextDate", pa.timestamp("ns")),
+            ("TextDate_raw", pa.string()),
+            ("Text", pa.string()),
+        ]
+    )
+
+
+def text_clean_schema(customer_ids: str = "int64") -> Any:
+    """Arrow schema of clean user-text partitions (:data:`TEXT_CLEAN_COLUMNS`)."""
+    import pyarrow as pa
+
+    _check_id_type(customer_ids)
+    return pa.schema(
+        [
+            ("customer_id", pa.int64() if customer_ids == "int64" else pa.string()),
+            ("text_ts", pa.timestamp("ns")),
+            ("text", pa.string()),
+        ]
+    )
+
+
+def text_quarantine_schema(customer_ids: str = "int64") -> Any:
+    """Arrow schema of user-text quarantine files: the raw row plus ``reason`` and ``detail``."""
+    import pyarrow as pa
+
+    return pa.schema([("reason", pa.string()), ("detail", pa.string()), *text_raw_schema(customer_ids)])

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from purchasing_power.errors import InputError
-from purchasing_power.schemas import CANONICAL_COLUMNS, UCI_NON_SALE_CODES
+from purchasing_power.schemas import CANONICAL_COLUMNS, TEXT_COLUMNS, UCI_NON_SALE_CODES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,19 +33,27 @@ def default_demo_source(storage: str | None = None) -> str:
     return f"{(storage or default_storage()).rstrip('/')}/demo/ds=2024-12-31/transactions.parquet"
 
 
+def demo_texts_beside(transactions: str) -> str:
+    """The demo's user-text file written beside its transactions file (``texts.parquet``)."""
+    return f"{transactions.rsplit('/', 1)[0]}/texts.parquet" if "/" in transactions else "texts.parquet"
+
+
 #: Version of what the pipeline computes from a source (cleaning rules, features, labels, model
 #: recipe). It is part of every source-derived path (``Settings.source_id``), so bumping it after
 #: such a change makes every run recompute instead of reusing stale features or models. Published
 #: outputs are overwritten by the next run of their day.
-PIPELINE_VERSION = 4
+PIPELINE_VERSION = 5
 
 
 #: The DAG's Params: the only keys run conf may carry (``model`` sets ``embed_model``; ``day`` is
 #: read by the runner, not by Settings). The DAG declares exactly these.
-CONF_KEYS = ("day", "source", "column_map", "model", "force_retrain")
+CONF_KEYS = ("day", "source", "column_map", "model", "force_retrain", "texts", "texts_column_map")
 #: Names that stand for a field in conf and overrides.
 _ALIASES = {"model": "embed_model"}
 
+
+#: Modes of the day's volume check (see ``checks.volume_check``).
+VOLUME_CHECKS = ("off", "warn", "fail")
 
 #: Compute precisions of the embed stage (see ``embedding.resolve_precision``).
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -57,6 +65,8 @@ class Settings:
     source: str = ""  # empty: the demo source under storage
     results: str = ""  # also publish predictions to this table: sql://<conn_id>/<schema>.<table> (empty: files only)
     column_map: dict[str, str] = field(default_factory=dict)
+    texts: str = ""  # user-written text source (customer, timestamp, text): path/URI/file set/sql:// (empty: none; the demo's texts when source is empty too)
+    texts_column_map: dict[str, str] = field(default_factory=dict)  # texts source column -> CustomerID / TextDate / Text
     embed_model: str = DEFAULT_EMBED_MODEL
     embed_device: str = "auto"  # auto | cpu | cuda
     embed_precision: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)
@@ -76,8 +86,14 @@ class Settings:
     tier_medium_share: float = 0.3  # next 30 % are "medium", the rest "low"
     gate_min_lift: float = 0.0  # candidate must beat baselines/champion by at least this much
     use_text: bool = True  # product-text embeddings as features (ablation switch)
+    use_user_text: bool = True  # user-text features (count, recency, mean embedding) when a texts source is set (ablation switch)
     use_smote: bool = True  # SMOTE variants compete inside the purchase fit (resampling the fit rows only; recalibrated, kept only if they win on the calibration slice)
     candidates: tuple[str, ...] = ("blend",)  # purchase candidates: hgb, logreg, blend (mean logit of both); best PR-AUC on the calibration slice wins
+    volume_check: str = "warn"  # off | warn | fail: a day with no rows, or under volume_min_share of the trailing median, is flagged in metrics.json (fail: the run fails at publish); env PURCHASING_POWER_VOLUME_CHECK
+    volume_min_share: float = 0.2  # env PURCHASING_POWER_VOLUME_MIN_SHARE
+    volume_window_days: int = 28  # trailing days whose median the day's row count is compared with
+    tier_export: str = ""  # the export Dag also replaces the day's rows of this table: sql://<conn_id>/<schema>.<table> (empty: the file only); env PURCHASING_POWER_TIER_EXPORT
+    alerts_conn: str = ""  # Airflow connection of the alerts webhook (empty: no alerts); env PURCHASING_POWER_ALERTS_CONN
     non_sale_codes: tuple[str, ...] = UCI_NON_SALE_CODES  # StockCodes that are not customer spend (postage, fees, manual adjustments): quarantined as non_sale_adjustment; env PURCHASING_POWER_NON_SALE_CODES (comma-separated)
 
     # -- construction ------------------------------------------------------------------------
@@ -91,6 +107,10 @@ class Settings:
             kw["source"] = env["PURCHASING_POWER_SOURCE"]
         if env.get("PURCHASING_POWER_COLUMN_MAP"):
             kw["column_map"] = _parse_column_map(env["PURCHASING_POWER_COLUMN_MAP"])
+        if env.get("PURCHASING_POWER_TEXTS"):
+            kw["texts"] = env["PURCHASING_POWER_TEXTS"]
+        if env.get("PURCHASING_POWER_TEXTS_COLUMN_MAP"):
+            kw["texts_column_map"] = _parse_column_map(env["PURCHASING_POWER_TEXTS_COLUMN_MAP"])
         if env.get("PURCHASING_POWER_EMBED_MODEL"):
             kw["embed_model"] = env["PURCHASING_POWER_EMBED_MODEL"]
         if env.get("PURCHASING_POWER_EMBED_DEVICE"):
@@ -99,6 +119,14 @@ class Settings:
             kw["embed_precision"] = env["PURCHASING_POWER_EMBED_PRECISION"]
         if env.get("PURCHASING_POWER_RESULTS"):
             kw["results"] = env["PURCHASING_POWER_RESULTS"]
+        if env.get("PURCHASING_POWER_VOLUME_CHECK"):
+            kw["volume_check"] = env["PURCHASING_POWER_VOLUME_CHECK"].strip().lower()
+        if env.get("PURCHASING_POWER_VOLUME_MIN_SHARE"):
+            kw["volume_min_share"] = _coerce("volume_min_share", env["PURCHASING_POWER_VOLUME_MIN_SHARE"], 0.0)
+        if env.get("PURCHASING_POWER_TIER_EXPORT"):
+            kw["tier_export"] = env["PURCHASING_POWER_TIER_EXPORT"].strip()
+        if env.get("PURCHASING_POWER_ALERTS_CONN"):
+            kw["alerts_conn"] = env["PURCHASING_POWER_ALERTS_CONN"].strip()
         if env.get("PURCHASING_POWER_NON_SALE_CODES", "").strip():
             kw["non_sale_codes"] = _parse_codes(env["PURCHASING_POWER_NON_SALE_CODES"])
         return cls(**kw).validated()
@@ -132,7 +160,7 @@ class Settings:
             key = _ALIASES.get(key, key)
             if value is None or value == "":
                 continue
-            if key == "column_map":
+            if key in ("column_map", "texts_column_map"):
                 value = _parse_column_map(value)
             if key == "candidates":
                 value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
@@ -155,6 +183,14 @@ class Settings:
             from purchasing_power.warehouse import TableRef
 
             TableRef.parse(self.results)
+        if self.tier_export:
+            from purchasing_power.warehouse import TableRef
+
+            TableRef.parse(self.tier_export)
+        if self.volume_check not in VOLUME_CHECKS:
+            raise ValueError(f"volume_check must be {', '.join(VOLUME_CHECKS)}, got {self.volume_check!r}")
+        if not 0 <= float(self.volume_min_share) <= 1 or int(self.volume_window_days) < 1:
+            raise ValueError("volume_min_share must be a fraction and volume_window_days >= 1")
         if int(self.training_max_rows) < 0:
             raise ValueError("training_max_rows must be >= 0 (0: no bound)")
         if int(self.recalibration_windows) < 0:
@@ -168,6 +204,9 @@ class Settings:
             raise ValueError(f"column_map must map strings to strings, got {bad}")
         if not isinstance(self.non_sale_codes, tuple) or not all(isinstance(c, str) and c.strip() for c in self.non_sale_codes):
             raise ValueError(f"non_sale_codes must be a tuple of non-empty StockCodes, got {self.non_sale_codes!r}")
+        bad = {k: v for k, v in self.texts_column_map.items() if not isinstance(k, str) or v not in TEXT_COLUMNS}
+        if bad:
+            raise ValueError(f"texts_column_map must map strings onto {list(TEXT_COLUMNS)}, got {bad}")
         unknown = set(self.column_map.values()) - set(CANONICAL_COLUMNS)
         if unknown:
             raise ValueError(
@@ -181,6 +220,14 @@ class Settings:
         return self.source or default_demo_source(self.storage)
 
     @property
+    def resolved_texts(self) -> str:
+        """The user-text source: ``texts``; when both ``texts`` and ``source`` are empty, the
+        demo's texts file beside the demo transactions; else empty (no user text)."""
+        if self.texts:
+            return self.texts
+        return "" if self.source else demo_texts_beside(default_demo_source(self.storage))
+
+    @property
     def source_id(self) -> str:
         """Identity of (source, column map, non-sale codes when not UCI's): namespaces every
         source-derived cache so that two sources, or one source cleaned with other non-sale
@@ -189,6 +236,8 @@ class Settings:
         codes = sorted(_parse_codes(self.non_sale_codes))
         if codes != sorted(UCI_NON_SALE_CODES):  # other codes clean the source differently
             identity["non_sale_codes"] = codes
+        if self.use_user_text and self.resolved_texts:  # user texts are extracted under the source's namespace (off: none read)
+            identity["texts"] = {"source": self.resolved_texts, "column_map": self.texts_column_map}
         key = json.dumps(identity, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 

@@ -58,6 +58,10 @@ DATASETS = frozenset(
         "embeddings",  # content-addressed embedding cache (not day keyed)
         "demo",  # the generated demo source
         "runs",  # per run day, each stage's JSON report (what XCom points to)
+        "exports",  # per run day, what downstream Dags export from the published predictions
+        "texts_staged",  # the user-text source read once per version, and its manifests (not day keyed)
+        "texts_raw",  # per text day, user texts as read from the texts source (canonical names)
+        "texts_clean",  # per text day, validated and normalised user texts
     }
 )
 
@@ -84,8 +88,17 @@ EVALUATION_SCORES_FILE = "evaluation_scores.parquet"  # evaluation/ds=A: per-cus
 PREDICTIONS_FILE = "predictions.parquet"  # scores/ds=D (staged) and predictions/ds=D (published)
 METRICS_FILE = "metrics.json"  # metrics/ds=D: written last by publish, it commits the day
 PREDICTIONS_SHA256 = "predictions_sha256"  # metrics.json: sha256 of the predictions file it commits
+PREDICTIONS_ASSET = "purchasing_power_predictions"  # the Airflow Asset publish updates (by name: no storage path in its identity)
+TIER_EXPORT_FILE = "{tier}-tier.parquet"  # exports/ds=D: one tier's customers (the export Dag)
 REPORT_FILE = "report.json"  # metrics/ds=D: the UI page's curves
 STAGE_REPORT = "{stage}.json"  # runs/ds=D: each task's report
+TEXTS_STAGED = "{version}-texts.parquet"  # texts_staged/: the user-text source as read, normalised
+TEXTS_STAGED_INDEX = "{version}-index.json"  # texts_staged/: its rows and content hash per day, undated keys
+TEXTS_RAW_MANIFEST = "raw-manifest.json"  # texts_staged/: per raw text partition, its fingerprint; the day each undated text went to
+TEXTS_CLEAN_MANIFEST = "clean-manifest.json"  # texts_staged/: per clean text partition, the raw fingerprint it was made from
+TEXTS_RAW_FILE = "texts.parquet"  # texts_raw/ds=D
+TEXTS_CLEAN_FILE = "texts.parquet"  # texts_clean/ds=D
+TEXTS_QUARANTINE_FILE = "texts_quarantine.parquet"  # quarantine/ds=D: rejected user texts with a reason
 
 #: A temporary file of :func:`atomic_write_bytes` (``.<name>.tmp-<uuid hex>``) and the age after
 #: which a leftover one (its writer was killed) is removed.

@@ -93,7 +93,7 @@ def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int
 
 
 def model_version(settings: Settings, anchor: date, kind: str, text_key: str) -> str:
-    keys = ("seed", "snapshot_step_days", "training_lookback_days", "purchase_horizon_days", "spend_horizon_days", "use_text", "use_smote")
+    keys = ("seed", "snapshot_step_days", "training_lookback_days", "purchase_horizon_days", "spend_horizon_days", "use_text", "use_smote", "use_user_text")
     cfg = {k: getattr(settings, k) for k in keys} | {"text": text_key, "source": settings.source_id, "kind": kind}
     digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
     prefix = "bgnbd" if kind == "baseline" else "pp"

@@ -127,10 +127,11 @@ def test_publish_emits_predictions_asset(dagbag):
     assert [o.name for o in outlets] == ["purchasing_power_predictions"]
 
 
-def test_parses_fast_without_heavy_imports():
+@pytest.mark.parametrize("dag_file", ["purchasing_power_daily.py", "purchasing_power_export_high_tier.py"])
+def test_parses_fast_without_heavy_imports(dag_file):
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'include'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(DAGS / "purchasing_power_daily.py"), ",".join(HEAVY)],
+        [sys.executable, "-c", PROBE, str(DAGS / dag_file), ",".join(HEAVY)],
         capture_output=True, text=True, env=env, check=True,
     )
     probe = json.loads(out.stdout.strip().splitlines()[-1])
@@ -140,6 +141,29 @@ def test_parses_fast_without_heavy_imports():
 
 def test_dag_files_hold_no_logic():
     """Thin wiring: every task body is one call into include/ (no pandas/sklearn code in dags/)."""
-    text = (DAGS / "purchasing_power_daily.py").read_text()
-    for word in ("import pandas", "import torch", "read_parquet", "to_parquet", "datetime.now", "utcnow"):
-        assert word not in text
+    files = sorted(DAGS.glob("*.py"))
+    assert len(files) == 2
+    for path in files:
+        text = path.read_text()
+        for word in ("import pandas", "import torch", "read_parquet", "to_parquet", "datetime.now", "utcnow"):
+            assert word not in text, (path.name, word)
+
+
+def test_every_task_has_a_timeout_and_alerts_on_failure(dagbag):
+    from purchasing_power.notify import CHAMPION_KEPT, TASK_FAILED, WebhookNotifier
+
+    for dag_id in (DAG_ID, "purchasing_power_export_high_tier"):
+        for t in dagbag.dags[dag_id].tasks:
+            assert t.execution_timeout is not None and t.execution_timeout.total_seconds() > 0, (dag_id, t.task_id)
+            events = [c.event for c in t.on_failure_callback if isinstance(c, WebhookNotifier)]
+            assert events == [TASK_FAILED], (dag_id, t.task_id, t.on_failure_callback)
+            assert not t.on_retry_callback, "a retry is not a failure for good: no alert"
+    gate = dagbag.dags[DAG_ID].get_task("gate")
+    assert [c.event for c in gate.on_success_callback] == [CHAMPION_KEPT]
+
+
+def test_the_export_dag_is_scheduled_on_the_predictions_asset(dagbag):
+    dag = dagbag.dags["purchasing_power_export_high_tier"]
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["purchasing_power_predictions"]
+    assert [t.task_id for t in dag.tasks] == ["export_high_tier"]
+    assert dag.doc_md and "high" in dag.doc_md

@@ -23,10 +23,11 @@ class AirflowEnv:
     home: Path
     env: dict[str, str]
 
-    def run_day(self, day: date, storage: Path, conf: dict | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
+    def run_day(self, day: date, storage: Path, conf: dict | None = None, timeout: int = 1800,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run the DAG for ``day``: logical date ``day`` 00:00 UTC covers that day (the scheduled
         and backfill runs of ``day`` have the same logical date)."""
-        env = dict(self.env, PURCHASING_POWER_STORAGE=str(storage))
+        env = dict(self.env, PURCHASING_POWER_STORAGE=str(storage), **(extra_env or {}))
         logical = day.isoformat()
         proc = subprocess.run(
             [sys.executable, str(RUNNER), str(ROOT / "dags"), logical, json.dumps(conf or {})],
@@ -74,3 +75,11 @@ def failure_excerpt(text: str, width: int = 40) -> str:
 def assert_succeeded(proc: subprocess.CompletedProcess) -> None:
     tail = failure_excerpt(proc.stdout + "\n" + proc.stderr)
     assert proc.returncode == 0 and "STATE success" in proc.stdout, f"DAG run failed:\n{tail}"
+
+
+def asset_events(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The Asset events ``dag_runner.py`` printed for its run."""
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ASSET_EVENTS ")]
+    assert lines, "the runner printed no ASSET_EVENTS line"
+    return json.loads(lines[-1].removeprefix("ASSET_EVENTS "))
+

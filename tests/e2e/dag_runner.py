@@ -22,8 +22,20 @@ def main() -> int:
     dag = bag.dags["purchasing_power_daily"]
     run = dag.test(logical_date=pendulum.parse(logical), run_conf=conf)
     state = str(getattr(run.state, "value", run.state))
+    print(f"ASSET_EVENTS {json.dumps(asset_events(run.run_id))}")
     print(f"STATE {state}")
     return 0 if state == "success" else 1
+
+
+def asset_events(run_id: str) -> list[dict]:
+    """The Asset events the run's tasks emitted (name and extra), from the metadata DB."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run_id)).all()
+        return [{"asset": e.asset.name, "task_id": e.source_task_id, "extra": e.extra} for e in rows]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_succeeded  # noqa: I001  (tests/e2e/conftest.py)
+from conftest import asset_events, assert_succeeded  # noqa: I001  (tests/e2e/conftest.py)
 
 DAY = date(2024, 6, 30)
 
@@ -28,9 +28,15 @@ def demo_run(airflow_env, tmp_path_factory):
     write_demo_source(str(source), n_customers=500, start=date(2023, 1, 1), end=DAY, seed=11)
     storage = root / "data"
     conf = {"source": str(source)}
-    first = airflow_env.run_day(DAY, storage, conf)
+    from webhook_server import Webhook
+
+    hook = Webhook()  # the alerts webhook: the run's alerts land here
+    try:
+        first = airflow_env.run_day(DAY, storage, conf, extra_env=hook.env())
+    finally:
+        hook.close()
     assert_succeeded(first)
-    return airflow_env, storage, conf, source, first.stdout + "\n" + first.stderr
+    return airflow_env, storage, conf, source, first.stdout + "\n" + first.stderr, first, hook
 
 
 def customers_with_purchase(raw, day: date) -> set[int]:
@@ -56,7 +62,7 @@ def test_output_contract(demo_run):
 
     from purchasing_power.extract import read_source
 
-    _, storage, _, source, _ = demo_run
+    _, storage, _, source, *_ = demo_run
     pred_file = storage / "predictions" / f"ds={DAY}" / "predictions.parquet"
     df = pd.read_parquet(pred_file)
     assert list(df.columns) == ["customer_id", "as_of", "p_purchase_30d", "expected_spend_90d", "tier", "model_version"]
@@ -88,7 +94,7 @@ def test_output_contract(demo_run):
 
 
 def test_rerun_is_byte_identical(demo_run):
-    airflow_env, storage, conf, _, _ = demo_run
+    airflow_env, storage, conf, *_ = demo_run
     files = sorted(p for d in ("predictions", "metrics") for p in (storage / d).rglob("*") if p.is_file())
     before = {p: _digest(p) for p in files}
     again = airflow_env.run_day(DAY, storage, conf)
@@ -105,7 +111,7 @@ def test_make_runs_check_accepts_only_a_run_that_published_its_day(demo_run, mon
 
     from purchasing_power.cli import run_problems
 
-    _, storage, _, _, log_text = demo_run
+    _, storage, _, _, log_text, *_ = demo_run
     monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(storage))
     assert "logical_date=2024-06-30 00:00:00+00:00" in log_text  # logical date D covers day D
     assert run_problems(DAY, log_text) == []
@@ -117,3 +123,34 @@ def test_make_runs_check_accepts_only_a_run_that_published_its_day(demo_run, mon
     problems = run_problems(other, log_text)
     assert f"the publish task of this run did not succeed for {other}" in problems
     assert any(f"predictions/ds={other}" in p for p in problems)
+
+
+def test_the_asset_event_names_the_day_and_alerts_match_the_gate(demo_run):
+    """publish's Asset event carries the day, the file and its rows (what the export Dag reads);
+    the run sent no failure alert, and one gate alert exactly when its gate kept the champion."""
+    import json
+
+    import pandas as pd
+
+    _, storage, _, _, _, proc, hook = demo_run
+    [event] = [e for e in asset_events(proc) if e["asset"] == "purchasing_power_predictions"]
+    pred_file = storage / "predictions" / f"ds={DAY}" / "predictions.parquet"
+    assert event["task_id"] == "publish"
+    assert event["extra"]["day"] == DAY.isoformat() and event["extra"]["path"] == str(pred_file)
+    assert event["extra"]["rows"] == len(pd.read_parquet(pred_file))
+    assert hook.events("task_failed") == []
+    gate = json.loads((storage / "runs" / f"ds={DAY}" / "gate.json").read_text())
+    kept = hook.events("champion_kept")
+    assert len(kept) == (0 if gate["promoted"] else 1), (gate["status"], kept)
+    for msg in kept:
+        assert msg["anchor"] == gate["anchor"] and msg["task_id"] == "gate"
+
+
+def test_a_task_that_fails_for_good_sends_one_alert(airflow_env, tmp_path, webhook):
+    """extract on a missing source fails without retry: one alert, naming the task and the file."""
+    missing = tmp_path / "nowhere" / "transactions.parquet"
+    proc = airflow_env.run_day(DAY, tmp_path / "data", {"source": str(missing)}, extra_env=webhook.env())
+    assert "STATE failed" in proc.stdout, proc.stdout[-2000:]
+    [msg] = webhook.events("task_failed")
+    assert msg["task_id"] == "extract" and str(missing) in msg["error"], msg
+    assert len(webhook.received) == 1

@@ -96,3 +96,24 @@ def test_publish_writes_the_day_to_the_results_table_once_per_customer(conn_env,
     assert table["customer_id"].tolist() == sorted(published["customer_id"].tolist())
     merged = table.merge(published, on="customer_id", suffixes=("_db", ""))
     assert np.allclose(merged["p_purchase_30d_db"], merged["p_purchase_30d"]) and (merged["tier_db"] == merged["tier"]).all()
+
+    # the Asset event publish emits names the day, the file and its rows; the export Dag's stage
+    # writes that day's high tier to a file and (tier_export) a table, once per customer on a rerun
+    import json
+
+    from purchasing_power.pipeline import run_export_tier
+
+    report = json.loads((tmp_path / "data" / "runs" / f"ds={day}" / "publish.json").read_text())
+    extra = report["asset_extra"]
+    assert extra["day"] == day.isoformat() and extra["rows"] == len(published)
+    assert extra["path"] == str(tmp_path / "data" / "predictions" / f"ds={day}" / "predictions.parquet")
+    high_table = conn_env.replace(".predictions", ".high_tier")
+    for _ in range(2):
+        path = run_export_tier(extra, "high", overrides={"tier_export": high_table})
+    exported = json.loads(open(path).read())
+    high = published[published["tier"] == "high"]
+    assert exported["rows"] == len(high) > 0
+    files = pd.read_parquet(exported["path"])
+    assert sorted(files["customer_id"]) == sorted(high["customer_id"]) and set(files["tier"]) == {"high"}
+    in_table = read_results(high_table, day)
+    assert sorted(in_table["customer_id"]) == sorted(high["customer_id"])

@@ -387,6 +387,9 @@ def test_quarantine_and_embedding_cache(session, demo):
     assert day_rows == m["row_counts"]["day"]["quarantine_reasons"]
     assert page.get_by_test_id("rows-read").inner_text() == str(m["row_counts"]["day"]["read"])
     assert page.get_by_test_id("rows-quarantined").inner_text() == str(m["row_counts"]["day"]["quarantined"])
+    volume = m["data_checks"]["volume"]  # the day's volume check, as publish recorded it
+    shown = page.get_by_test_id("volume-check")
+    assert shown.get_attribute("data-status") == volume["status"] and volume["message"] in shown.inner_text()
 
     runs = {d: json.loads((demo.storage / "runs" / f"ds={d}" / "embed.json").read_text()) for d in demo.days}
     e = runs[DAY]

@@ -83,7 +83,8 @@ def test_one_class_window_has_no_curves():
 # ---------------------------------------------------------------------------------------------
 # page data from a small synthetic storage
 # ---------------------------------------------------------------------------------------------
-def write_day(root: Path, day: date, *, status: str = "kept_champion", roc: float = 0.81, source: str = "src.parquet", embed: dict | None = None) -> dict:
+def write_day(root: Path, day: date, *, status: str = "kept_champion", roc: float = 0.81, source: str = "src.parquet", embed: dict | None = None,
+              volume: dict | None = None) -> dict:
     metrics = {
         "as_of": day.isoformat(),
         "source": source,
@@ -106,6 +107,8 @@ def write_day(root: Path, day: date, *, status: str = "kept_champion", roc: floa
         "tier_counts": {"high": 1, "medium": 2, "low": 3},
         "embedding": {"model_id": "m", "revision": "r", "rows": 50, "empty": 1, "unique": 10},
     }
+    if volume is not None:
+        metrics["data_checks"] = {"volume": volume}
     mdir = root / "metrics" / f"ds={day}"
     mdir.mkdir(parents=True, exist_ok=True)
     (mdir / "metrics.json").write_text(json.dumps(metrics))
@@ -181,6 +184,23 @@ def test_rendered_page_without_report(tmp_path):
     assert f'data-status="{m["gate"]["status"]}"' in html
     assert 'data-chart="history"' in html and 'data-chart="tiers"' in html and 'data-chart="quarantine"' in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched from elsewhere
+
+
+def test_a_flagged_volume_check_shows_on_the_page(tmp_path):
+    from purchasing_power.checks import volume_check
+
+    root = tmp_path / "data"
+    flagged = volume_check({DAY - timedelta(days=i): 100 for i in range(1, 30)}, DAY, min_share=0.2, window_days=28)
+    write_day(root, DAY, volume=flagged)
+    clear_cache()
+    html = render_page(page_data(str(root)))
+    assert 'data-testid="volume-check" data-status="no_rows" class="warn"' in html
+    assert f"Volume flagged (no rows):</b> no rows for {DAY} in the source (trailing median 100 rows a day)" in html
+    ok = volume_check({**{DAY - timedelta(days=i): 100 for i in range(1, 30)}, DAY: 95}, DAY, min_share=0.2, window_days=28)
+    write_day(root, DAY, volume=ok)
+    clear_cache()
+    html = render_page(page_data(str(root)))
+    assert 'data-status="ok" class="muted"' in html and "Volume flagged" not in html
 
 
 # ---------------------------------------------------------------------------------------------

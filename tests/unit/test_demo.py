@@ -76,8 +76,8 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     assert ba != bc
     fa, fc = pd.read_parquet(a), pd.read_parquet(c)
     assert len(fa) != len(fc) or not fa.equals(fc)
-    # no temporary files left behind by the atomic write
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "b.parquet", "c.parquet"]
+    # no temporary files left behind by the atomic write (the reviews are written beside each source)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "b.parquet", "c.parquet", "texts.parquet"]
 
 
 def test_rows_are_sorted_by_date_then_invoice(df):

@@ -7,6 +7,8 @@ canonical columns and dtypes of UCI Online Retail, the same bytes for the same a
   prices, noise and anomalies), :func:`generate_demo_transactions`;
 * :mod:`~purchasing_power.demo.catalogue` and ``catalogue.json``: the shop's data (product
   families, price points, segment parameters, countries, ...) and its product catalogue;
+* :mod:`~purchasing_power.demo.reviews`: the customers' reviews written beside the transactions
+  (``texts.parquet``, the demo's user-text source) with a documented *synthetic* signal;
 * :mod:`~purchasing_power.demo.writer`: Parquet serialisation, :func:`write_demo_source` and the
   command line ``python -m purchasing_power.demo --out PATH [--if-missing] ...``.
 """

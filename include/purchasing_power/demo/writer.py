@@ -58,13 +58,19 @@ def write_demo_source(path: str, *, block_customers: int = BLOCK_CUSTOMERS, **kw
     range and invoice numbers following the previous block's), each block written as row groups
     of one Parquet file, so memory stays that of one block whatever the size: the file is in
     block order, not time order (the pipeline sorts by day when it stages a source).
+    The demo's user texts (reviews, :mod:`purchasing_power.demo.reviews`, seeded with the same
+    seed) are written beside it, ``texts.parquet`` (``settings.demo_texts_beside``), first.
     Returns ``path``.
     """
+    from purchasing_power.demo.reviews import write_demo_reviews
+    from purchasing_power.settings import demo_texts_beside
     from purchasing_power.storage import atomic_write_bytes
 
     n = int(kwargs.pop("n_customers", 2500))
     if n <= block_customers:
-        atomic_write_bytes(path, to_parquet_bytes(generate_demo_transactions(n_customers=n, **kwargs)))
+        df = generate_demo_transactions(n_customers=n, **kwargs)
+        write_demo_reviews(demo_texts_beside(path), df, int(kwargs.get("seed", 7)))
+        atomic_write_bytes(path, to_parquet_bytes(df))
         return path
     _write_blocks(path, n, int(block_customers), kwargs)
     return path
@@ -79,7 +85,14 @@ def _write_blocks(path: str, n: int, block: int, kwargs: dict[str, Any]) -> None
 
     from purchasing_power.storage import atomic_write_bytes
 
+    import pandas as pd
+
+    from purchasing_power.demo.reviews import generate_demo_reviews
+    from purchasing_power.demo.reviews import to_parquet_bytes as reviews_bytes
+    from purchasing_power.settings import demo_texts_beside
+
     seed = int(kwargs.pop("seed", 7))
+    reviews = []
     local = "://" not in path
     folder = os.path.dirname(os.path.abspath(path)) if local else None
     if folder:
@@ -95,8 +108,10 @@ def _write_blocks(path: str, n: int, block: int, kwargs: dict[str, Any]) -> None
                     n_customers=size, seed=seed + b, customer_id_start=10_000 + 3 * start, invoice_start=invoice, **kwargs
                 )
                 invoice = int(df["InvoiceNo"].str.lstrip("C").astype("int64").max()) + 1
+                reviews.append(generate_demo_reviews(df, seed + b))
                 writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), row_group_size=1 << 20)
                 del df
+        atomic_write_bytes(demo_texts_beside(path), reviews_bytes(pd.concat(reviews, ignore_index=True)))
         if local:
             os.replace(tmp, path)
         else:
@@ -131,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         from purchasing_power.storage import filesystem_for
 
         if filesystem_for(out).exists(out):
+            from purchasing_power.settings import demo_texts_beside
+
+            texts = demo_texts_beside(out)
+            if not filesystem_for(texts).exists(texts):  # a demo written before it had user texts
+                from purchasing_power.demo.reviews import write_demo_reviews
+                from purchasing_power.extract import read_source
+
+                write_demo_reviews(texts, read_source(out), args.seed)
+                print(f"wrote the demo's user texts beside it: {texts}")
             print(f"demo source exists, left as is: {out}")
             return 0
     try:

@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
 EXTRA_STAGES: dict[str, str] = {
     "embed_plan": "purchasing_power.stages.embed:plan_day",
     "embed_shard": "purchasing_power.stages.embed:embed_shard",
+    "export_tier": "purchasing_power.stages.export:export_tier_day",  # the export Dag's, on a predictions event
 }
 
 #: stage -> the stages the DAG skips with it (their only upstream) when it has nothing to do.

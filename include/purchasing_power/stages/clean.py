@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from purchasing_power.clean import clean_frame
-from purchasing_power.extract import read_manifest, write_manifest
+from purchasing_power.extract import pending_clean, write_manifest
 from purchasing_power.schemas import clean_schema, customer_id_type, quarantine_schema
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, CLEAN_MANIFEST, QUARANTINE_FILE, RAW_FILE, RAW_MANIFEST, Storage, Workspace
@@ -32,22 +32,9 @@ def clean_day(settings: Settings, day: date) -> dict[str, Any]:
 
     ws = Workspace.for_settings(settings)
     store = ws.per_source
-    raw_days = store.list_days("raw", RAW_FILE)
-    if day not in raw_days:
-        raise FileNotFoundError(f"no raw partition for {day} at {store.path('raw', day, RAW_FILE)}: run extract first")
-    done = set(store.list_days("clean", CLEAN_FILE))
-    raw_entries: dict[str, Any] = read_manifest(store, RAW_MANIFEST).get("days", {})
-    made_from: dict[str, Any] = dict(read_manifest(store, CLEAN_MANIFEST).get("days", {}))
-    old = dict(made_from)
-
-    def current(d: date) -> bool:
-        raw_hash = raw_entries.get(d.isoformat(), {}).get("hash")
-        return d in done and raw_hash is not None and made_from.get(d.isoformat()) == raw_hash
-
-    todo = [d for d in raw_days if d <= day and (d == day or not current(d))]
-    stale = [d.isoformat() for d in todo if d.isoformat() in made_from]
-    if stale:  # first forget what these partitions were made from: a write cut short is redone next time
-        write_manifest(store, CLEAN_MANIFEST, {"days": {k: v for k, v in made_from.items() if k not in stale}})
+    plan = pending_clean(store, day, raw=("raw", RAW_FILE), clean=("clean", CLEAN_FILE), raw_manifest=RAW_MANIFEST,
+                         clean_manifest=CLEAN_MANIFEST)
+    todo, done, raw_entries, made_from = plan.todo, plan.done, plan.raw_entries, plan.made_from
 
     # Clean all pending days in one vectorised pass (duplicates can only occur within a day,
     # since the invoice timestamp is part of the row), then write one partition per day.
@@ -78,7 +65,7 @@ def clean_day(settings: Settings, day: date) -> dict[str, Any]:
                 "quarantine_reasons": {str(k): int(v) for k, v in q["reason"].value_counts().sort_index().items()},
             }
     write_manifest(store, CLEAN_MANIFEST, {"days": made_from})  # last: commits the partitions
-    changed = sorted(d for d in todo if old.get(d.isoformat()) is not None and old[d.isoformat()] != made_from[d.isoformat()])
+    changed = plan.changed()
     invalidated = invalidate_derived(store, changed[0]) if changed else []
     report = {
         "day": day.isoformat(),
@@ -90,6 +77,11 @@ def clean_day(settings: Settings, day: date) -> dict[str, Any]:
         "run_day": day_counts,
         "quarantine_path": ws.root.path("quarantine", day, QUARANTINE_FILE),
     }
+    from purchasing_power.stages.texts import clean_texts_day
+
+    texts = clean_texts_day(settings, day, invalidate_derived)
+    if texts is not None:
+        report["texts"] = texts
     log.info("clean %s: %s", day, report)
     return report
 

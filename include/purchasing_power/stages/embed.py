@@ -1,5 +1,5 @@
-"""The embed stage: embed the product descriptions of the clean history that the embedding
-cache lacks.
+"""The embed stage: embed the product descriptions of the clean history, and the clean user
+texts when features use them, that the embedding cache lacks (one cache and model for both).
 
 ``run_all`` runs it in one pass (:func:`embed_day`); the DAG splits it into :func:`plan_day`,
 which writes the new texts as shards, and :func:`embed_shard`, mapped over those shards.
@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 
 from purchasing_power.embedding import embed_new, plan_shards, resolve_model, split_texts
-from purchasing_power.history import load_clean_history
+from purchasing_power.history import load_clean_history, load_user_texts
 from purchasing_power.settings import Settings
 from purchasing_power.storage import SHARD_FILE, Workspace
 
@@ -21,9 +21,9 @@ def embed_day(settings: Settings, day: date) -> dict[str, Any]:
     embed every distinct product description in the clean history up to the end of ``day``
     that the cache does not hold yet. The report adds the dedup ratio: clean rows with text per
     distinct text embedded now."""
-    if not settings.use_text:
-        return {"day": day.isoformat(), "skipped": "use_text is off"}
     ws, texts = _day_texts(settings, day)
+    if texts is None:
+        return {"day": day.isoformat(), "skipped": "use_text is off and no user text"}
     report = embed_new(texts, ws.root, settings)
     report["day"] = day.isoformat()
     report["dedup_ratio"] = _dedup_ratio(report["rows"] - report["empty"], report["new"])
@@ -35,11 +35,21 @@ def _dedup_ratio(with_text: int, new: int) -> float | None:
     return round(with_text / new, 1) if new else None
 
 
-def _day_texts(settings: Settings, day: date) -> tuple[Workspace, list[Any]]:
-    """The workspace and the description of every clean row up to the end of ``day``."""
+def _day_texts(settings: Settings, day: date) -> tuple[Workspace, list[Any] | None]:
+    """The workspace and the texts features read up to the end of ``day``: the description of
+    every clean row (``use_text``) and every clean user text (``usertext.user_text_on``);
+    ``None`` when features read no text."""
     ws = Workspace.for_settings(settings)
-    tx = load_clean_history(settings, day, columns=["description"])
-    return ws, (tx["description"].tolist() if len(tx) else [])
+    user = load_user_texts(settings, day)
+    if not settings.use_text and user is None:
+        return ws, None
+    texts: list[Any] = []
+    if settings.use_text:
+        tx = load_clean_history(settings, day, columns=["description"])
+        texts = tx["description"].tolist() if len(tx) else []
+    if user is not None:
+        texts += user["text"].tolist()
+    return ws, texts
 
 
 def plan_day(settings: Settings, day: date) -> dict[str, Any]:
@@ -52,9 +62,9 @@ def plan_day(settings: Settings, day: date) -> dict[str, Any]:
     The report (``runs/ds=D/embed.json``, read by publish) lists the shard paths."""
     import pandas as pd
 
-    if not settings.use_text:
-        return {"day": day.isoformat(), "skipped": "use_text is off", "shards": []}
     ws, texts = _day_texts(settings, day)
+    if texts is None:
+        return {"day": day.isoformat(), "skipped": "use_text is off and no user text", "shards": []}
     rows, empty, unique = split_texts(texts)
     shards = plan_shards(unique, settings.embed_shard_texts, storage=ws.root, settings=settings)
     ref = resolve_model(settings.embed_model)

@@ -45,12 +45,25 @@ SQL_VERSION = "sql"
 
 
 def extract_day(settings: Settings, day: date) -> dict[str, Any]:
-    """Extract the run's day and any history not yet extracted or changed in the source.
-    Returns a JSON-able report."""
-    import pandas as pd
+    """Extract the run's day and any history not yet extracted or changed in the source, then
+    the same for the user-text source when there is one (``report["texts"]``, see
+    :mod:`purchasing_power.stages.texts`). Returns a JSON-able report."""
+    from purchasing_power.stages.texts import extract_texts_day
 
     if is_sql_source(settings.resolved_source):
-        return extract_table_day(settings, day)
+        report = extract_table_day(settings, day)
+    else:
+        report = extract_file_day(settings, day)
+    texts = extract_texts_day(settings, day)
+    if texts is not None:
+        report["texts"] = texts
+    return report
+
+
+def extract_file_day(settings: Settings, day: date) -> dict[str, Any]:
+    """Extract from a file or a file set (staged once per version)."""
+    import pandas as pd
+
     ws = Workspace.for_settings(settings)
     store = ws.per_source
     source = settings.resolved_source

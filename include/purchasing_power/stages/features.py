@@ -8,7 +8,7 @@ from typing import Any
 from purchasing_power.calendar import anchor_for
 from purchasing_power.gate import decided_model
 from purchasing_power.history import RunData
-from purchasing_power.schemas import TEXT_PREFIX
+from purchasing_power.schemas import TEXT_PREFIX, USER_TEXT_PREFIX
 from purchasing_power.settings import Settings
 
 
@@ -24,6 +24,7 @@ def features_day(settings: Settings, day: date) -> dict[str, Any]:
         "customers": int(len(f)),
         "feature_columns": int(f.shape[1]),
         "text_columns": len(text_cols),
+        "user_text_columns": sum(c.startswith(USER_TEXT_PREFIX) for c in f.columns),
         "features_path": data.feature_path(day),
         # the DAG maps train over this: fit only while the day's anchor is undecided
         "anchor": anchor_for(settings, day).isoformat(),

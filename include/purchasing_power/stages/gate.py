@@ -19,6 +19,6 @@ def gate_day(settings: Settings, day: date) -> dict[str, Any]:
     store = data.ws.per_source
     path = store.path("models", anchor, DECISION_FILE)
     if not settings.force_retrain and store.exists(path):  # a concurrent run of this anchor decided it
-        return store.read_json(path)
+        return {**store.read_json(path), "reused": True}  # (alerts were sent by the run that decided)
     evaluation = read_stored(data, anchor, EVALUATION_FILE, "evaluate")
     return decide(data, anchor, evaluation, champion_of(data, anchor))

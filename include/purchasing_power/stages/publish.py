@@ -21,6 +21,10 @@ import logging
 from datetime import date
 from typing import Any
 
+from purchasing_power.checks import rows_by_day, volume_check
+from purchasing_power.errors import InputError
+from purchasing_power.export import asset_extra
+from purchasing_power.extract import read_manifest
 from purchasing_power.report import report_day
 from purchasing_power.score import validate_predictions
 from purchasing_power.settings import Settings
@@ -28,7 +32,9 @@ from purchasing_power.stages import STAGES
 from purchasing_power.storage import (
     PREDICTIONS_FILE,
     PREDICTIONS_SHA256,
+    RAW_MANIFEST,
     Storage,
+    Workspace,
     fresh_fs,
     metrics_path,
     predictions_path,
@@ -72,6 +78,11 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
     except Exception as exc:
         raise ValueError(f"cannot read Parquet file {staged}: {exc}") from exc
     validate_predictions(frame)
+    volume = day_volume(settings, day)
+    if volume["fails"]:  # before anything is committed: the day stays unpublished
+        raise InputError(f"volume check: {volume['message']} (PURCHASING_POWER_VOLUME_CHECK=fail)")
+    if volume["flagged"]:
+        log.warning("volume check: %s", volume["message"])
     reports = {}
     for stage in STAGES:
         if stage == "publish":
@@ -103,6 +114,7 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
             "day": (reports.get("clean") or {}).get("run_day"),
             "customers_scored": int(len(frame)),
         },
+        "data_checks": {"volume": volume},
         "tier_counts": (reports.get("score") or {}).get("tier_counts"),
         "recalibration": (reports.get("score") or {}).get("recalibration"),
         "embedding": _stable_embedding(reports.get("embed")),
@@ -121,11 +133,20 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
 
         table = write_results(settings.results, frame, day)
         log.info("published %s rows to %s", table["rows"], table["table"])
-    return {
+    out_report = {
         "day": day.isoformat(),
         "predictions_path": pred_path,
         "metrics_path": met_path,
         "rows": int(len(frame)),
+        "volume_status": volume["status"],
         "report": report,
         "results_table": table,
     }
+    return {**out_report, "asset_extra": asset_extra(out_report)}
+
+
+def day_volume(settings: Settings, day: date) -> dict[str, Any]:
+    """The day's volume check (``checks.volume_check``) from the source's raw manifest."""
+    manifest = read_manifest(Workspace.for_settings(settings).per_source, RAW_MANIFEST)
+    return volume_check(rows_by_day(manifest), day, min_share=settings.volume_min_share,
+                        window_days=settings.volume_window_days, mode=settings.volume_check)

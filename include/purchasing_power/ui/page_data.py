@@ -271,6 +271,7 @@ def page_data(root: str, day: date | None = None, *, history_days: int = 120) ->
         "gate": metrics.get("gate") or {},
         "evaluation": metrics.get("evaluation") or {},
         "row_counts": metrics.get("row_counts") or {},
+        "data_checks": metrics.get("data_checks") or {},
         "tier_counts": metrics.get("tier_counts") or {},
         "embedding": {**(metrics.get("embedding") or {}), "run": _embed_summary(embed_today), "history": embed_history},
         "predictions": preds,

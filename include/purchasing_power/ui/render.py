@@ -172,6 +172,7 @@ def quality_view(d: dict[str, Any]) -> dict[str, Any]:
         "quarantined": on_day.get("quarantined"),
         "source_rows": rc.get("source_rows"),
         "day_rows": sorted(q["day"].items()),
+        "volume": (d.get("data_checks") or {}).get("volume"),
         "chart": quarantine_chart(q, d["as_of"]),
     }
 
