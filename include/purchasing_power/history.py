@@ -57,18 +57,22 @@ def load_user_texts(settings: Settings, day: date) -> pd.DataFrame | None:
     return store.read_parquet_many([store.path("texts_clean", d, TEXTS_CLEAN_FILE) for d in days])
 
 
-def text_vectors_key(settings: Settings) -> str:
-    """Identity of the text vectors features are built with (model and revision; which of
-    product and user text), or ``notext``. (Which texts source is part of the source id.)"""
+def text_vectors_key(settings: Settings, ws: Workspace | None = None) -> str:
+    """Identity of the text vectors features are built with (model, revision and the compute
+    precision readers take, :func:`embedding.read_precision`; which of product and user text), or
+    ``notext``. (Which texts source is part of the source id.) Features and models stored under
+    one key are never read under another: vectors of another precision recompute them."""
     from purchasing_power.usertext import user_text_on
 
     user = user_text_on(settings)
     if not settings.use_text and not user:
         return "notext"
-    from purchasing_power.embedding import resolve_model
+    from purchasing_power.embedding import read_precision, resolve_model
 
     ref = resolve_model(settings.embed_model)
-    parts = f"{ref.model_id}\0{ref.revision}" + ("" if settings.use_text else "\0noproduct") + ("\0user" if user else "")
+    precision, _ = read_precision((ws or Workspace.for_settings(settings)).root, ref, settings)
+    parts = (f"{ref.model_id}\0{ref.revision}\0{precision or 'none'}" + ("" if settings.use_text else "\0noproduct")
+             + ("\0user" if user else ""))
     return hashlib.sha256(parts.encode()).hexdigest()[:10]
 
 
@@ -89,7 +93,7 @@ class RunData:
     @classmethod
     def load(cls, settings: Settings, day: date, tx: pd.DataFrame | None = None) -> RunData:
         ws = Workspace.for_settings(settings)
-        key = text_vectors_key(settings)
+        key = text_vectors_key(settings, ws)
         from purchasing_power.usertext import user_text_on
 
         user = user_text_on(settings)

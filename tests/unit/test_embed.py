@@ -457,3 +457,21 @@ def test_cache_hit_path_is_fast(ref, storage, settings):
     rate = 2 * n / (time.perf_counter() - t0)
     assert report["new"] == 0 and vecs.shape == (n, 384)
     assert rate > 30_000, f"cache hit path too slow: {rate:.0f} texts/s"
+
+
+def test_the_features_key_follows_the_precision_readers_take(storage, settings, monkeypatch):
+    """Features and models are stored under the text-vector key: once the embed stage records
+    another precision (e.g. a GPU worker joins), the key changes, so features computed from the
+    old vectors are never mixed with new ones."""
+    from purchasing_power.history import text_vectors_key
+
+    _native_bf16(monkeypatch, False)
+    embedding.embed_new(TEXTS[:3], storage, settings)
+    fp32 = text_vectors_key(settings)
+    assert fp32 == text_vectors_key(settings)  # stable
+    _native_bf16(monkeypatch, True)
+    embedding.embed_new(TEXTS[:3], storage, settings)  # carried over to bfloat16, recorded
+    bf16 = text_vectors_key(settings)
+    assert bf16 != fp32
+    assert text_vectors_key(_with(settings, "float32")) == fp32  # an explicit precision names its own
+    assert text_vectors_key(settings.with_overrides(use_text=False, use_user_text=False)) == "notext"
