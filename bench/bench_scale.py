@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
         row["lines"] = pq.ParquetFile(source).metadata.num_rows
         storage = work / f"storage-{n}"
+        shutil.rmtree(storage, ignore_errors=True)  # a fresh deployment: the first day extracts and cleans the whole history
         stage_env = dict(env, PURCHASING_POWER_STORAGE=str(storage))
         params = json.dumps({"source": str(source), "day": args.day})
         row["stages"] = {}

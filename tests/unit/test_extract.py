@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +12,7 @@ import pytest
 from purchasing_power.errors import SourceError
 from purchasing_power.extract import map_columns, read_source
 from purchasing_power.schemas import CANONICAL_COLUMNS
+from purchasing_power.settings import Settings
 from purchasing_power.stages.clean import clean_day
 from purchasing_power.stages.extract import extract_day
 from purchasing_power.storage import CLEAN_FILE, QUARANTINE_FILE, RAW_FILE, Workspace
@@ -621,3 +622,38 @@ def test_a_source_whose_ids_turn_to_text_rewrites_every_partition_empty_days_inc
         assert pq.read_schema(ws.path("clean", d, CLEAN_FILE)).field("customer_id").type == "string", d
     since = load_clean_history(settings, DAY, since=date(2011, 8, 29))
     assert since["customer_id"].tolist() == ["13047", "x12"]
+
+
+def test_clean_in_day_batches_writes_what_one_pass_writes(tmp_path, monkeypatch):
+    """A first run over a long history cleans it in batches of whole days (bounded memory): every
+    clean and quarantine partition, the counts and the manifest equal one pass over all days."""
+    import hashlib
+
+    import purchasing_power.stages.clean as clean_stage
+    from purchasing_power.demo import generate_demo_transactions
+
+    src = generate_demo_transactions(n_customers=60, start=date(2024, 1, 1), end=date(2024, 3, 31), seed=5)
+    day = date(2024, 3, 31)
+
+    def run(root: str, batch_rows: int):
+        monkeypatch.setattr(clean_stage, "CLEAN_BATCH_ROWS", batch_rows)
+        path = tmp_path / "src.parquet"
+        src.to_parquet(path, index=False)
+        settings = Settings(storage=str(tmp_path / root), source=str(path)).validated()
+        extract_day(settings, day)
+        report = clean_day(settings, day)
+        base = tmp_path / root
+        files = {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+                 for p in sorted(base.rglob("*.parquet")) if "/clean/" in str(p) or "quarantine" in str(p)}
+        return report, files
+
+    one, one_files = run("one", 10**9)
+    many, many_files = run("many", 200)
+    assert clean_stage.day_batches(sorted({date(2024, 1, 1) + timedelta(days=i) for i in range(91)}), {}, 30)[0] == [
+        date(2024, 1, 1) + timedelta(days=i) for i in range(30)]
+    assert len(clean_stage.day_batches(
+        [date(2024, 1, 1) + timedelta(days=i) for i in range(91)],
+        {(date(2024, 1, 1) + timedelta(days=i)).isoformat(): {"rows": 100} for i in range(91)}, 200)) == 46
+    assert one["totals"] == many["totals"] and one["run_day"] == many["run_day"] and one["totals"]["read"] > 1000
+    assert one["partitions_cleaned"] == many["partitions_cleaned"] > 60
+    assert len(one_files) > 60 and one_files == many_files
