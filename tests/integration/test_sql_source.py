@@ -260,3 +260,40 @@ def test_read_all_reads_the_whole_table(pg, settings_for):
     load(pg, ROWS + [("U-1", "A1", "red mug", 1, None, "3.50", "C-00140", "FR")])
     frame = read_all(settings_for().source, MAP)
     assert len(frame) == 11 and sorted(frame["InvoiceNo"])[:2] == ["S-1", "S-10"]
+
+
+def test_a_texts_table_is_read_through_a_connection_cleaned_and_kept_point_in_time(pg, settings_for):
+    """User-written texts from a table of their own (other names, text ids, timestamptz, an extra
+    column): the extract and clean stages write them per text day with the transactions; an
+    empty text is quarantined with its reason; a text after D is not in D's clean partitions."""
+    from purchasing_power.stages.clean import clean_day
+    from purchasing_power.storage import TEXTS_CLEAN_FILE, TEXTS_QUARANTINE_FILE
+
+    load(pg, ROWS)
+    t = sql.Identifier(pg, "reviews")
+    with psycopg.connect(PG, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE TABLE {} (review_id serial, client_ref text, written_at timestamptz, body text, stars int)").format(t))
+        c.cursor().executemany(sql.SQL("INSERT INTO {} (client_ref, written_at, body, stars) VALUES (%s, %s, %s, %s)").format(t), [
+            ("C-00123", "2031-03-02 10:00:00+00", "Lovely  mug,\tI'll  order the teapot next", 5),
+            ("C-00124", "2031-03-04 23:30:00-02", "Rückgabe leider nötig", 2),  # 03-05 01:30 UTC: after D
+            ("C-00125", "2031-03-04 08:00:00+00", "   ", 3),  # empty once normalised
+            ("C-00126", "2031-03-04 09:00:00+00", "Great saucer", 4),
+        ])
+    settings = settings_for().with_conf({"texts": f"sql://pp_src/{pg}.reviews",
+                                         "texts_column_map": {"client_ref": "CustomerID", "written_at": "TextDate", "body": "Text"}})
+    ext = extract_day(settings, D)
+    assert ext["texts"]["rows_in_source"] == 4
+    report = clean_day(settings, D)["texts"]
+    assert report["run_day"]["quarantine_reasons"] == {"empty_text": 1}
+    ws = Workspace.for_settings(settings)
+    texts = pd.concat([ws.per_source.read_parquet(ws.per_source.path("texts_clean", d, TEXTS_CLEAN_FILE))
+                       for d in ws.per_source.list_days("texts_clean", TEXTS_CLEAN_FILE)])
+    assert sorted(texts["customer_id"]) == ["C-00123", "C-00126"]  # text ids as spelled; nothing after D
+    assert "Lovely mug, I'll order the teapot next" in set(texts["text"])
+    q = ws.root.read_parquet(ws.root.path("quarantine", D, TEXTS_QUARANTINE_FILE))
+    assert list(q["reason"]) == ["empty_text"]
+    nxt = extract_day(settings, date(2031, 3, 5))
+    assert nxt["texts"]["partitions_written"] >= 1
+    clean_day(settings, date(2031, 3, 5))
+    later = ws.per_source.read_parquet(ws.per_source.path("texts_clean", date(2031, 3, 5), TEXTS_CLEAN_FILE))
+    assert list(later["customer_id"]) == ["C-00124"] and later["text"].iat[0] == "Rückgabe leider nötig"
