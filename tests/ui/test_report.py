@@ -203,6 +203,23 @@ def test_a_flagged_volume_check_shows_on_the_page(tmp_path):
     assert 'data-status="ok" class="muted"' in html and "Volume flagged" not in html
 
 
+def test_user_text_counts_and_quarantine_reasons_show_on_the_page(tmp_path):
+    root = tmp_path / "data"
+    write_day(root, DAY)
+    clear_cache()
+    assert 'data-testid="texts-quality"' not in render_page(page_data(str(root)))  # no texts source: no section
+    metrics = json.loads((root / "metrics" / f"ds={DAY}" / "metrics.json").read_text())
+    metrics["row_counts"]["texts_day"] = {"read": 7, "clean": 4, "quarantined": 3}
+    (root / "metrics" / f"ds={DAY}" / "metrics.json").write_text(json.dumps(metrics))
+    pd.DataFrame({"reason": ["empty_text", "empty_text", "missing_customer"], "detail": ["", "", ""]}).to_parquet(
+        root / "quarantine" / f"ds={DAY}" / "texts_quarantine.parquet", index=False)
+    clear_cache()
+    html = render_page(page_data(str(root)))
+    assert 'data-testid="texts-read">7<' in html and 'data-testid="texts-quarantined">3<' in html
+    assert '<tr data-reason="empty_text"><td>empty_text</td><td data-value="2">' in html
+    assert '<tr data-reason="missing_customer"><td>missing_customer</td><td data-value="1">' in html
+
+
 # ---------------------------------------------------------------------------------------------
 # the plugin's registration, and the app served by uvicorn
 # ---------------------------------------------------------------------------------------------

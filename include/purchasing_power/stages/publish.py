@@ -112,6 +112,7 @@ def publish_day(settings: Settings, day: date) -> dict[str, Any]:
         "row_counts": {
             "source_rows": (reports.get("extract") or {}).get("rows_in_source"),
             "day": (reports.get("clean") or {}).get("run_day"),
+            "texts_day": ((reports.get("clean") or {}).get("texts") or {}).get("run_day"),
             "customers_scored": int(len(frame)),
         },
         "data_checks": {"volume": volume},

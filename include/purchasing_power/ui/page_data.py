@@ -27,6 +27,7 @@ from purchasing_power.storage import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     QUARANTINE_FILE,
+    TEXTS_QUARANTINE_FILE,
     Storage,
     commits,
     report_path,
@@ -276,6 +277,7 @@ def page_data(root: str, day: date | None = None, *, history_days: int = 120) ->
         "embedding": {**(metrics.get("embedding") or {}), "run": _embed_summary(embed_today), "history": embed_history},
         "predictions": preds,
         "quarantine": quarantine_summary(storage, day),
+        "texts_quarantine": cached(storage, storage.path("quarantine", day, TEXTS_QUARANTINE_FILE), "quarantine", _quarantine_counts),
         "history": history,
         "report": report,
     }

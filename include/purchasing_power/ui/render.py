@@ -173,6 +173,8 @@ def quality_view(d: dict[str, Any]) -> dict[str, Any]:
         "source_rows": rc.get("source_rows"),
         "day_rows": sorted(q["day"].items()),
         "volume": (d.get("data_checks") or {}).get("volume"),
+        "texts": rc.get("texts_day"),  # the user texts of the day (None without a texts source)
+        "texts_rows": sorted((d.get("texts_quarantine") or {}).items()),
         "chart": quarantine_chart(q, d["as_of"]),
     }
 
