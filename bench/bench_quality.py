@@ -84,6 +84,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from quality_report import markdown, smote_summary  # noqa: E402
+from quality_stats import average, paired_difference, summarise  # noqa: E402
+from quality_user_text import DEFAULT_USER_TEXT_DAYS, user_text_ablation, user_text_markdown  # noqa: E402
+
 log = logging.getLogger("bench_quality")
 
 DEFAULT_DAYS = ("2011-05-31", "2011-08-31", "2011-09-30")
@@ -92,30 +96,6 @@ DEFAULT_STORAGE = "/tmp/ppbench-quality"
 TARGET_LIFT = 0.02
 TARGET_ECE = 0.03
 RFM_COLUMNS = ("recency_days", "n_purchase_days", "spend_total")
-
-PURCHASE_LABELS = {
-    "champion": "champion (deployed by the gate)",
-    "champion_fit_calibration": "champion, calibration of its fit (no daily recalibration)",
-    "candidate": "candidate before the gate",
-    "bgnbd": "BG/NBD P(purchase in 30 d)",
-    "bgnbd_expected": "BG/NBD expected purchases",
-    "rfm_logreg": "RFM + logistic regression",
-    "recency": "recency alone",
-}
-SPEND_LABELS = {
-    "champion": "champion (deployed by the gate)",
-    "candidate": "candidate two-part model",
-    "candidate_no_text": "candidate two-part model, no text",
-    "past_spend": "past spend total",
-    "bgnbd_gg": "BG/NBD x Gamma-Gamma",
-}
-ABLATION_LABELS = {
-    "default": "default (text, SMOTE competing, recalibrated)",
-    "no_text": "without text embeddings",
-    "smote_forced": "SMOTE forced (recalibrated)",
-    "no_smote": "without SMOTE",
-}
-
 
 # ------------------------------------------------------------------------------------------------
 # pipeline
@@ -292,59 +272,6 @@ def _shift(day: date, days: int) -> str:
     return (day + timedelta(days=days)).isoformat()
 
 
-# ------------------------------------------------------------------------------------------------
-# summaries
-# ------------------------------------------------------------------------------------------------
-def summarise(boot: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    from purchasing_power.metrics import interval
-
-    out = {}
-    for name, metrics in boot.items():
-        out[name] = {}
-        for k, v in metrics.items():
-            lo, hi = interval(v["resamples"])
-            out[name][k] = {"value": _f(v["value"]), "ci95": [_f(lo), _f(hi)]}
-    return out
-
-
-def average(days: list[dict[str, Any]], block: str) -> dict[str, dict[str, Any]]:
-    """Mean over the days of each contender's metrics; the interval of the mean combines the
-    days' bootstrap resamples (independent across days)."""
-    from purchasing_power.metrics import interval
-
-    names = [n for n in days[0]["_boot"][block] if all(n in d["_boot"][block] for d in days)]
-    out = {}
-    for name in names:
-        out[name] = {}
-        for k in days[0]["_boot"][block][name]:
-            vals = [d["_boot"][block][name][k]["value"] for d in days]
-            draws = np.mean([d["_boot"][block][name][k]["resamples"] for d in days], axis=0)
-            lo, hi = interval(draws)
-            out[name][k] = {"value": _f(float(np.mean(vals))), "ci95": [_f(lo), _f(hi)]}
-    return out
-
-
-def paired_difference(days: list[dict[str, Any]], block: str, a: str, b: str | list[str], metric: str) -> dict[str, Any]:
-    """Average over days of metric(a) - metric(b) (b: one contender, or the better of several per
-    resample), with the paired-bootstrap interval."""
-    from purchasing_power.metrics import interval
-
-    def best_of(d: dict[str, Any], key: str) -> np.ndarray | float:
-        names = [b] if isinstance(b, str) else b
-        vals = [d["_boot"][block][n][metric][key] for n in names if n in d["_boot"][block]]
-        return np.max(np.vstack(vals), axis=0) if key == "resamples" else max(vals)
-
-    point = float(np.mean([d["_boot"][block][a][metric]["value"] - best_of(d, "value") for d in days]))
-    draws = np.mean([d["_boot"][block][a][metric]["resamples"] - best_of(d, "resamples") for d in days], axis=0)
-    lo, hi = interval(draws)
-    return {"value": _f(point), "ci95": [_f(lo), _f(hi)]}
-
-
-def _f(v: Any) -> float | None:
-    v = float(v)
-    return None if v != v else round(v, 6)
-
-
 def targets(days: list[dict[str, Any]]) -> dict[str, Any]:
     avg_p = average(days, "purchase")
     avg_s = average(days, "spend")
@@ -390,196 +317,6 @@ def targets(days: list[dict[str, Any]]) -> dict[str, Any]:
         ece_s = average(days, "ablation")["smote_forced"]["ece"]["value"]
         out["purchase_ece"]["smote_forced_recalibrated"] = ece_s
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# markdown
-# ------------------------------------------------------------------------------------------------
-def _cell(m: dict[str, Any] | None, digits: int = 3) -> str:
-    if not m or m.get("value") is None:
-        return "–"
-    lo, hi = m["ci95"]
-    ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None else ""
-    return f"{m['value']:.{digits}f}{ci}"
-
-
-def _table(rows: dict[str, dict[str, Any]], labels: dict[str, str], metrics: list[tuple[str, str]]) -> list[str]:
-    lines = ["| | " + " | ".join(h for _, h in metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for name, label in labels.items():
-        if name in rows:
-            lines.append(f"| {label} | " + " | ".join(_cell(rows[name].get(k)) for k, _ in metrics) + " |")
-    return lines
-
-
-P_METRICS = [("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("lift_at_10pct", "lift@10%"), ("brier", "Brier"), ("ece", "ECE")]
-S_METRICS = [("normalized_gini", "norm. Gini"), ("spearman", "Spearman"), ("decile_mape", "decile MAPE")]
-
-
-def markdown(result: dict[str, Any]) -> str:
-    days = result["days"]
-    L = [
-        f"Out-of-time quality on UCI Online Retail, as of {', '.join(d['day'] for d in days)} "
-        f"(averages over the days; 95 % paired-bootstrap intervals, {result['bootstrap_resamples']} resamples). "
-        "Outcomes: a purchase in [D+1, D+31), net spend in [D+1, D+91); every customer with a valid purchase before D+1. "
-        f"`make bench-quality` ({result['seconds_total']:.0f} s on {result['machine']['cpus']} CPUs).",
-        "",
-        "**Purchase in the next 30 days** (`p_purchase_30d`), average of the days",
-        "",
-        *_table(result["average"]["purchase"], PURCHASE_LABELS, P_METRICS),
-        "",
-        "**Spend over the next 90 days** (`expected_spend_90d`), average of the days",
-        "",
-        *_table(result["average"]["spend"], SPEND_LABELS, S_METRICS),
-        "",
-        "**Targets** (averages over the days)",
-        "",
-        "| target | measured | met |",
-        "|---|---|---|",
-    ]
-    t = result["targets"]
-    for key, label in (("purchase_roc_auc_vs_bgnbd", "ROC-AUC ≥ BG/NBD + 0.02"), ("purchase_pr_auc_vs_bgnbd", "PR-AUC ≥ BG/NBD + 0.02")):
-        x = t[key]
-        L.append(f"| {label} | {x['champion']:.3f} vs {x['bgnbd']:.3f}: {_signed(x['difference'])} | {'yes' if x['met'] else 'no'} |")
-    x = t["spend_gini_vs_best_baseline"]
-    extra = f"; candidate two-part {_signed(x['candidate_difference'])}" if "candidate_difference" in x else ""
-    L.append(f"| normalized Gini ≥ better spend baseline + 0.02 | {x['champion']:.3f} vs {x['better_baseline']} {x['baseline']:.3f}: "
-             f"{_signed(x['difference'])}{extra} | {'yes' if x['met'] else 'no'} |")
-    x = t["purchase_ece"]
-    per_day = ", ".join(f"{d}: {v:.3f}" for d, v in x["per_day"].items())
-    without = x.get("without_daily_recalibration")
-    note = f"; without the daily recalibration {without:.3f}" if without is not None else ""
-    L.append(f"| ECE ≤ 0.03 | {x['champion']:.3f} ({per_day}){note} | {'yes' if x['met'] else 'no'} |")
-    if result["average"].get("ablation"):
-        L += ["", "**Ablations** (the anchor's candidate refitted on the same snapshots), average of the days", "",
-              *_table(result["average"]["ablation"], ABLATION_LABELS, P_METRICS)]
-        smote = result.get("smote_summary")
-        if smote:
-            L += ["", smote]
-    L += ["", "**Per day**", ""]
-    for d in days:
-        g = d["gate"]
-        L += [
-            f"*{d['day']}* — anchor {d['anchor']}, {d['customers']} customers, purchase rate {d['purchase_base_rate']:.3f}, "
-            f"gate: {g['status']} (spend: {g['spend']}), deployed `{g['deployed_version']}`{_recal_note(d.get('recalibration'))}",
-            "",
-            *_table(d["purchase"], PURCHASE_LABELS, P_METRICS),
-            "",
-            *_table(d["spend"], SPEND_LABELS, S_METRICS),
-            "",
-        ]
-    return "\n".join(L).rstrip() + "\n"
-
-
-def _recal_note(info: dict[str, Any] | None) -> str:
-    if not info:
-        return ""
-    if not info.get("applied"):
-        return f"; calibration of the fit kept ({info.get('reason')})"
-    return (
-        f"; purchase calibration refitted on the windows as of {', '.join(info['snapshots'])} "
-        f"(purchase rate {info['purchase_rate']:.3f}; mean p {info['mean_p_before']:.3f} -> {info['mean_p_after']:.3f} there)"
-    )
-
-
-def _signed(m: dict[str, Any]) -> str:
-    lo, hi = m["ci95"]
-    return f"{m['value']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-
-
-def smote_summary(days: list[dict[str, Any]], avg_abl: dict[str, Any]) -> str | None:
-    if not all(k in avg_abl for k in ("default", "smote_forced", "no_smote")):
-        return None
-    won = []
-    for d in days:
-        sel = d["ablation_selection"].get("default") or {}
-        won.append(f"{d['day']}: {sel.get('chosen')}")
-    f, n = avg_abl["smote_forced"], avg_abl["no_smote"]
-    return (
-        "SMOTE: inside the fit only, its variants compete with the plain ones on the held-out (calibration) snapshot "
-        f"and are recalibrated there; chosen per anchor: {'; '.join(won)}. Forced SMOTE vs none: ROC-AUC "
-        f"{f['roc_auc']['value']:.3f} vs {n['roc_auc']['value']:.3f}, PR-AUC {f['pr_auc']['value']:.3f} vs {n['pr_auc']['value']:.3f}, "
-        f"ECE {f['ece']['value']:.3f} vs {n['ece']['value']:.3f}."
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-DEFAULT_USER_TEXT_DAYS = ("2024-06-30", "2024-09-30")
-
-
-def user_text_ablation(storage: str, days: list[date], *, resamples: int, seed: int) -> dict[str, Any]:
-    """The with/without user-text ablation on the demo data (see the module docstring)."""
-    from purchasing_power.demo import write_demo_source
-    from purchasing_power.calendar import anchor_for
-    from purchasing_power.features import build_labels
-    from purchasing_power.history import RunData, load_clean_history
-    from purchasing_power.metrics import bootstrap_indices, bootstrap_metrics, purchase_point_metrics
-    from purchasing_power.model import fit_purchase_model
-    from purchasing_power.pipeline import run_all, run_stage
-    from purchasing_power.schemas import USER_TEXT_PREFIX
-    from purchasing_power.settings import Settings
-    from purchasing_power.storage import TRAINING_INFO
-    from purchasing_power.train import training_table
-
-    t_start = time.perf_counter()
-    folder = Path(storage) / "user-text-demo"
-    source = folder / "transactions.parquet"
-    texts = folder / "texts.parquet"
-    if not (source.exists() and texts.exists()):
-        write_demo_source(str(source), n_customers=2500, start=date(2023, 1, 1), end=date(2024, 12, 31), seed=7)
-    params = {"source": str(source), "texts": str(texts)}
-    code = {"use_text": False}
-    settings = Settings.from_env().with_conf(params).with_overrides(**code)
-    last = date(2024, 12, 31)
-    for stage in ("extract", "clean"):
-        run_stage(stage, {**params, "day": last.isoformat()}, overrides=code)
-    truth = load_clean_history(settings, last)
-    per_day, boots = [], []
-    for day in days:
-        run_all(params, day, overrides=code)
-        data = RunData.load(settings, day)
-        feats = data.features(day)
-        anchor = anchor_for(settings, day)
-        info = data.ws.per_source.read_json(data.ws.per_source.path("models", anchor, TRAINING_INFO))
-        snaps = [date.fromisoformat(d) for d in (info.get("deployed") or {}).get("purchase_snapshots", [])]
-        ptab = training_table(data, snaps, anchor)
-        user_cols = [c for c in ptab.columns if c.startswith(USER_TEXT_PREFIX) or c.startswith("user_text")]
-        arms = {"with_user_text": None, "without_user_text": [c for c in ptab.columns if c not in user_cols]}
-        y = build_labels(truth, day, feats.index, settings.purchase_horizon_days, settings.spend_horizon_days)["purchased"].to_numpy()
-        idx = bootstrap_indices(len(feats), resamples, seed)
-        boot = {}
-        for name, cols in arms.items():
-            model = fit_purchase_model(ptab, seed=settings.seed, smote=settings.use_smote, kinds=tuple(settings.candidates), columns=cols)
-            boot[name] = bootstrap_metrics(purchase_point_metrics, y, model.predict_proba(feats), idx)
-        boots.append({"_boot": {"user_text": boot}})
-        summary = summarise(boot)
-        per_day.append({
-            "day": day.isoformat(), "anchor": anchor.isoformat(), "customers": int(len(feats)), "purchase_base_rate": float(y.mean()),
-            "customers_with_text": int((feats["user_texts_n"] > 0).sum()), "user_text_columns": len(user_cols),
-            "training_rows": int(len(ptab)),
-            **{name: {k: summary[name][k] for k in ("roc_auc", "pr_auc")} for name in arms},
-        })
-        log.info("user-text ablation %s: %s", day, {n: per_day[-1][n] for n in arms})
-    avg = average(boots, "user_text")
-    return {
-        "data": "generated demo data with synthetic reviews (purchasing_power.demo.reviews): no real-world lift is claimed",
-        "source": str(source), "texts": str(texts), "settings": {"use_text": False, "use_user_text": "with vs without"},
-        "average": {name: {k: avg[name][k] for k in ("roc_auc", "pr_auc")} for name in avg},
-        "difference": {m: paired_difference(boots, "user_text", "with_user_text", "without_user_text", m) for m in ("roc_auc", "pr_auc")},
-        "days": per_day,
-        "seconds": round(time.perf_counter() - t_start, 1),
-    }
-
-
-def user_text_markdown(res: dict[str, Any]) -> str:
-    lines = ["", "## User-text ablation (demo data, synthetic review signal)", "",
-             "Product-text embeddings off in both arms; the candidate refitted on the same snapshots. "
-             "The demo's review signal is synthetic: this measures whether the features pick it up, and claims no real-world lift.", "",
-             "| | ROC-AUC | PR-AUC |", "|---|---|---|"]
-    for name, m in res["average"].items():
-        lines.append(f"| {name.replace('_', ' ')} | {_cell(m['roc_auc'])} | {_cell(m['pr_auc'])} |")
-    d = res["difference"]
-    lines.append(f"| difference (with - without) | {_cell(d['roc_auc'])} | {_cell(d['pr_auc'])} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
