@@ -166,6 +166,20 @@ class AirflowAPI:
                           logical_date_gte=f"{from_date}T00:00:00Z", logical_date_lte=f"{to_date}T00:00:00Z",
                           order_by="logical_date")
 
+    def trigger_dag_run(self, dag_id: str, *, conf: Mapping[str, Any] | None = None, logical_date: str | None = None,
+                        run_id: str | None = None) -> dict[str, Any]:
+        """Create a manual Dag run (``POST /api/v2/dags/{dag_id}/dagRuns``) with ``conf``; without
+        ``logical_date`` (ISO timestamp, UTC) it has none, so several can exist side by side.
+        ``run_id``: its id (default: Airflow's). Returns the run."""
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {})}
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        return self.request("POST", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns", body)
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """One Dag run (state, conf, dates)."""
+        return self.request("GET", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}")
+
     def delete_dag_run(self, dag_id: str, run_id: str) -> None:
         """Delete a Dag run and its task instances (``DELETE /api/v2/dags/{dag_id}/dagRuns/{run_id}``)."""
         self.request("DELETE", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}")

@@ -273,6 +273,21 @@ class LocalAirflow:
 
         return self.wait_for(f"backfill {backfill_id} to finish", done, timeout, poll)
 
+    # -- manual runs (REST) ----------------------------------------------------------------------
+    def trigger(self, conf: dict | None = None, *, run_id: str | None = None) -> str:
+        """Create a manual Dag run with ``conf`` and no logical date (the Dag unpaused first), as
+        the trigger form or ``airflow dags trigger`` does; returns its run id."""
+        self.api.unpause(DAG_ID)
+        return str(self.api.trigger_dag_run(DAG_ID, conf=conf, run_id=run_id)["dag_run_id"])
+
+    def wait_runs(self, run_ids: list[str], timeout: float, poll: float = 2.0) -> dict[str, str]:
+        """Wait until the Dag runs ``run_ids`` have all finished; returns run id -> state."""
+        def done() -> dict[str, str] | None:
+            states = {r: str(self.api.dag_run(DAG_ID, r)["state"]) for r in run_ids}
+            return states if all(s in TERMINAL for s in states.values()) else None
+
+        return self.wait_for(f"Dag runs {', '.join(run_ids)} to finish", done, timeout, poll)
+
     def task_instances(self, backfill_id: int) -> list[dict[str, Any]]:
         """Every task instance of the backfill's runs, ordered by logical date, task and map index."""
         backfill, runs = self._runs(backfill_id)

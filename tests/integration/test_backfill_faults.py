@@ -7,27 +7,41 @@ source written as CSV with a corrupt day in it. Faults:
 * bad rows on one day (text in Quantity / UnitPrice, a fractional CustomerID, a duplicated line)
   and a return without a cancellation code (a clean negative line): quarantined with their reasons,
   counts reconcile, nothing is lost;
-* the first ``train`` task (fitting the anchor's models, writing artefacts) is SIGKILLed while it
-  runs: its retry succeeds and leaves no partial file;
+* the first ``extract``, ``clean``, ``train`` and ``publish`` task processes are SIGKILLed inside
+  their stage (:class:`Killer`): extract and clean early in their work (the first of each stages
+  the source or cleans the whole history, writing a year of partitions and then its manifest),
+  train a second into its fit, publish right after it has replaced the day's predictions, before
+  or while it writes the commit marker ``metrics.json``. Each is retried (try 2) and succeeds
+  (train may instead skip, when another day's train decided the anchor meanwhile); the runs
+  succeed, no partial file is left;
 * then the source file is replaced by a corrupt one and one more day is backfilled: the run fails
   at ``extract`` with an error naming the file, does not retry; the file is fixed and the failed
   run is reprocessed: it succeeds.
 * a backfill of the same days with another source is refused before it is created (its runs
   would be rerun with their own conf), naming the runs; with the same source it is not.
+* two manual runs of the bad day triggered at once (same ``day`` conf): the day's lease
+  (``lease.py``) lets one run at a time. The first to take it runs through; the other's first task
+  fails naming that run and retries until the day is free, then reruns the day (it fails, naming
+  the holder, only if the holder outlasts its retries). The day's files afterwards are the bytes
+  it had before.
 
 Finally every day's published files (predictions, metrics, report, quarantine) are compared,
-byte for byte, with the same days run one after another in one process on fresh storage.
+byte for byte, with the same days run one after another in one process on fresh storage, and no
+row is lost or doubled: per day, the source's rows = raw = clean + quarantined (as the clean
+report says), no duplicate clean line, and one prediction per customer with a valid sale by the
+end of the day, committed by the day's metrics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import signal
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 FIRST, LAST = date(2024, 6, 20), date(2024, 6, 29)  # days = logical dates (logical date D covers D)
@@ -69,32 +83,97 @@ def _write_source(path: Path) -> dict[str, int]:
     }
 
 
-class Killer(threading.Thread):
-    """SIGKILLs the first ``train`` task process that has run for a second (once)."""
+#: When each task's process is killed, counted from the moment its stage claims the day lease
+#: (``runs/ds=D/lease.json`` naming the run and the stage: the stage function's first act, so the
+#: kill lands in the stage's own work, not in Airflow's start-up of the task): seconds, or
+#: ``"predictions"``: as soon as the day's predictions file has been replaced. extract waits out
+#: the lease's settle time (0.2 s, ``lease.SETTLE_S``), train a second into its fit; clean is short.
+KILLS: dict[str, float | str] = {"extract": 0.25, "clean": 0.0, "train": 1.0, "publish": "predictions"}
 
-    def __init__(self, la, task_id: str = "train") -> None:
+
+class Killer(threading.Thread):
+    """SIGKILLs, once per task id in ``kills``, the first try of the first task process seen
+    inside its stage (see :data:`KILLS`). Polls every 10 ms: the day leases in ``storage`` and,
+    for the pid, Airflow's metadata DB (read directly: a query costs far less than a REST call).
+    ``killed``: task id -> (run id, day, pid, how far the stage had got when it was killed)."""
+
+    def __init__(self, la, storage: Path, kills: dict[str, float | str] = KILLS) -> None:
         super().__init__(daemon=True)
-        self.la, self.task_id = la, task_id
-        self.killed: tuple[str, int] | None = None
+        self.la, self.storage, self.kills = la, storage, dict(kills)
+        self.killed: dict[str, tuple[str, str, int, str]] = {}
+        self.error: BaseException | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from airflow_rest import parse_time
-        from localairflow import DAG_ID
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the test, not lost in a thread
+            self.error = exc
 
-        while not self.stop.is_set() and self.killed is None:
-            running = self.la.api.task_instances(DAG_ID, task_id=self.task_id, state="running")
-            since = datetime.now(timezone.utc) - timedelta(seconds=1)
-            rows = [(t["dag_run_id"], t["pid"]) for t in running
-                    if t["pid"] is not None and t["start_date"] and parse_time(t["start_date"]) < since]
-            for run_id, pid in rows:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    continue
-                self.killed = (run_id, pid)
-                break
-            self.stop.wait(0.3)
+    def _run(self) -> None:
+        from localairflow import DAG_ID
+        from sqlalchemy import create_engine, text
+
+        query = text("SELECT pid FROM task_instance WHERE dag_id = :dag AND run_id = :run AND task_id = :task "
+                     "AND state = 'running' AND pid IS NOT NULL AND try_number = 1")
+        engine = create_engine(self.la.url, isolation_level="AUTOCOMMIT")
+        seen: dict[tuple[str, str], tuple[float, object] | None] = {}  # (run, task) -> (seen at, predictions stamp); None: missed
+        try:
+            with engine.connect() as db:
+                while not self.stop.is_set() and len(self.killed) < len(self.kills):
+                    for path in self.storage.glob("runs/ds=*/lease.json"):
+                        try:
+                            lease = json.loads(path.read_text())
+                        except (OSError, ValueError):
+                            continue
+                        run_id, task, day = lease.get("run_id"), lease.get("stage"), lease.get("day")
+                        if task not in self.kills or task in self.killed:
+                            continue
+                        if (run_id, task) not in seen:
+                            seen[run_id, task] = (time.monotonic(), self._stamp(day))
+                        if seen[run_id, task] is None:
+                            continue
+                        since, stamp = seen[run_id, task]
+                        when = self.kills[task]
+                        if when == "predictions":
+                            due = self._stamp(day) not in (None, stamp)
+                        else:
+                            due = time.monotonic() - since >= when
+                        if not due:
+                            continue
+                        # the pid now, from the DB: only a first try still running is killed
+                        pid = db.execute(query, {"dag": DAG_ID, "run": run_id, "task": task}).scalar()
+                        if pid is not None:
+                            try:
+                                os.kill(pid, signal.SIGKILL)
+                            except ProcessLookupError:
+                                pid = None
+                        if pid is None:  # a retry, or it finished first: the next instance will do
+                            seen[run_id, task] = None
+                            continue
+                        self.killed[task] = (run_id, day, pid, self._progress(task, day))
+                    self.stop.wait(0.01)
+        finally:
+            engine.dispose()
+
+    def _stamp(self, day: str | None) -> object:
+        """The identity of the day's predictions file (a rename replaces it), None when absent."""
+        try:
+            st = (self.storage / "predictions" / f"ds={day}" / "predictions.parquet").stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _progress(self, task: str, day: str | None) -> str:
+        if task != "publish":
+            return ""
+        metrics = self.storage / "metrics" / f"ds={day}" / "metrics.json"
+        try:
+            sha = json.loads(metrics.read_text()).get("predictions_sha256")
+        except (OSError, ValueError):
+            return "predictions written, no commit marker yet"
+        pred = (self.storage / "predictions" / f"ds={day}" / "predictions.parquet").read_bytes()
+        return "committed" if sha == hashlib.sha256(pred).hexdigest() else "predictions written, commit marker stale"
 
 
 def _published(root: Path, day: date) -> dict[str, bytes]:
@@ -103,10 +182,58 @@ def _published(root: Path, day: date) -> dict[str, bytes]:
     return {rel: (root / rel).read_bytes() for rel in rels}
 
 
+def _task_log(home: Path, run_id: str, task_id: str, attempt: int) -> str:
+    logs = list((home / "logs").glob(f"dag_id=*/run_id={run_id}/task_id={task_id}/attempt={attempt}.log"))
+    assert logs, f"no log of {task_id} attempt {attempt} of run {run_id}"
+    return logs[0].read_text(errors="replace")
+
+
+def _log_events(text: str) -> list[dict]:
+    """The JSON lines of a task log."""
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return [e for e in events if isinstance(e, dict) and "timestamp" in e]
+
+
+def _check_rows(storage: Path, source: Path, days: list[date]) -> None:
+    """No row lost or doubled, per day: the source's rows of the day = its raw partition = clean +
+    quarantined (and the clean report says so); no clean line twice; one prediction per customer
+    with a valid sale line by the end of the day, committed by the day's metrics."""
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    per_day = pd.read_csv(source, dtype=str, keep_default_na=False)["InvoiceDate"].str[:10].value_counts()
+    (base,) = [p.parent for p in (storage / "sources").glob("*/raw")]  # one source in this storage
+    history = ds.dataset(base / "clean", format="parquet", partitioning="hive").to_table(
+        columns=["customer_id", "quantity", "is_cancellation", "ds"]).to_pandas()
+    history["ds"] = history["ds"].astype(str)
+    sales = history[~history["is_cancellation"] & (history["quantity"] > 0) & history["customer_id"].notna()]
+    for d in days:
+        raw = pd.read_parquet(base / "raw" / f"ds={d}" / "raw.parquet")
+        clean = pd.read_parquet(base / "clean" / f"ds={d}" / "clean.parquet")
+        q = pd.read_parquet(storage / "quarantine" / f"ds={d}" / "quarantine.parquet")
+        assert per_day.get(d.isoformat(), 0) == len(raw) == len(clean) + len(q), (d, per_day.get(d.isoformat()), len(raw), len(clean), len(q))
+        assert not clean.duplicated().any(), (d, clean[clean.duplicated(keep=False)])
+        run_day = json.loads((storage / "runs" / f"ds={d}" / "clean.json").read_text())["run_day"]
+        assert (run_day["read"], run_day["clean"], run_day["quarantined"]) == (len(raw), len(clean), len(q)), (d, run_day)
+        pred_bytes = (storage / "predictions" / f"ds={d}" / "predictions.parquet").read_bytes()
+        pred = pd.read_parquet(io.BytesIO(pred_bytes))
+        assert pred["customer_id"].is_unique, (d, pred[pred["customer_id"].duplicated(keep=False)])
+        customers = set(sales.loc[sales["ds"] <= d.isoformat(), "customer_id"].tolist())
+        assert set(pred["customer_id"].tolist()) == customers, (d, len(pred), len(customers))
+        metrics = json.loads((storage / "metrics" / f"ds={d}" / "metrics.json").read_text())
+        assert metrics["predictions_sha256"] == hashlib.sha256(pred_bytes).hexdigest(), d
+        assert metrics["row_counts"]["customers_scored"] == len(pred) and metrics["row_counts"]["day"] == run_day, d
+
+
 def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path):
     import pandas as pd
 
-    from airflow_rest import backfill_check
+    from airflow_rest import backfill_check, parse_time
     from localairflow import DAG_ID, LocalAirflow
 
     source = tmp_path / "source" / "transactions.csv"
@@ -120,22 +247,26 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
     })
     la.migrate()
-    killer = Killer(la)
+    killer = Killer(la, storage)
     try:
         la.start()
         killer.start()
         bf = la.backfill(FIRST, LAST, max_active_runs=3)
         states = la.wait_backfill(bf, (LAST - FIRST).days + 1, TIMEOUT_S)
         killer.stop.set()
+        killer.join(10)
         tis = la.task_instances(bf)
         assert set(states.values()) == {"success"}, (states, [t for t in tis if t["state"] not in ("success", "skipped")])
 
-        # the killed train task was retried; its retry succeeded, or was skipped because another
-        # day's train fitted and gated the same anchor during the retry delay
-        assert killer.killed is not None, "no train task was seen running long enough to be killed"
-        run_id = killer.killed[0]
-        train = [(t["state"], t["try_number"]) for t in la.api.task_instances(DAG_ID, run_id, task_id="train")]
-        assert len(train) == 1 and train[0][0] in ("success", "skipped") and train[0][1] == 2, train
+        # each killed task was retried and its retry succeeded; train's may instead be skipped,
+        # because another day's train fitted and gated the same anchor during the retry delay
+        assert killer.error is None, killer.error
+        assert set(killer.killed) == set(KILLS), f"not seen inside their stage to be killed: {set(KILLS) - set(killer.killed)}"
+        print("killed (run, day, pid, publish progress):", killer.killed)
+        for task_id, (run_id, _, _, _) in killer.killed.items():
+            tries = [(t["state"], t["try_number"]) for t in la.api.task_instances(DAG_ID, run_id, task_id=task_id)]
+            ok = ("success", "skipped") if task_id == "train" else ("success",)
+            assert len(tries) == 1 and tries[0][0] in ok and tries[0][1] == 2, (task_id, killer.killed[task_id], tries)
         # no partial file anywhere: every Parquet file the backfill left reads (temp files are hidden)
         for p in storage.rglob("*.parquet"):
             pd.read_parquet(p)
@@ -168,6 +299,34 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         source.write_bytes(good)
         fixed = la.backfill(EXTRA, EXTRA, reprocess="failed")
         assert la.wait_backfill(fixed, 1, TIMEOUT_S) == {EXTRA.isoformat(): "success"}
+
+        # two manual runs of one day at once: one run of a day at a time (the day's lease)
+        before = _published(storage, BAD_DAY)
+        runs = [la.trigger({"day": BAD_DAY.isoformat()}, run_id=f"concurrent_{n}__{BAD_DAY}") for n in "ab"]
+        run_states = la.wait_runs(runs, TIMEOUT_S)
+        extract = {r: la.api.task_instances(DAG_ID, r, task_id="extract")[0] for r in runs}
+        # the run whose extract (one instance at a time) came first took the day and kept it
+        holders = [r for r in runs if extract[r]["try_number"] == 1]
+        assert len(holders) == 1, (run_states, extract)
+        holder, waiter = holders[0], next(r for r in runs if r != holders[0])
+        assert run_states[holder] == "success", (run_states, extract)
+        # the other run's first task found the day taken, named the holder, and was retried
+        busy = f"is being processed by run {holder!r}"
+        assert busy in _task_log(tmp_path / "airflow", waiter, "extract", 1)
+        tries = extract[waiter]["try_number"]
+        assert tries >= 2, extract[waiter]
+        if run_states[waiter] == "success":
+            # its stage work began only once the holder was done: after the holder's publish
+            # started (publish releases the lease), the waiter's extract entered its stage
+            publish_start = parse_time(la.api.task_instances(DAG_ID, holder, task_id="publish")[0]["start_date"])
+            entered = [parse_time(e["timestamp"]) for e in _log_events(_task_log(tmp_path / "airflow", waiter, "extract", tries))
+                       if str(e.get("event", "")).startswith("stage extract for day")]
+            assert entered and entered[0] > publish_start, (entered, publish_start)
+        else:  # only if the holder outlasted the waiter's retries
+            assert extract[waiter]["state"] == "failed", (run_states, extract[waiter])
+            assert busy in _task_log(tmp_path / "airflow", waiter, "extract", tries)
+        assert _published(storage, BAD_DAY) == before, "a rerun of the day changed its published files"
+        assert not list(storage.glob("runs/ds=*/lease.json"))
     finally:
         killer.stop.set()
         la.stop()
@@ -200,3 +359,5 @@ def test_backfill_survives_a_killed_task_bad_rows_and_a_corrupt_source(tmp_path)
         ours, ref = _published(storage, d), _published(reference, d)
         for rel in ours:
             assert ours[rel] == ref[rel], f"{rel} differs between the backfill and a clean run"
+    _check_rows(storage, source, days)
+    _check_rows(reference, source, days)
