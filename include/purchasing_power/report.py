@@ -15,8 +15,11 @@ predictions have no outcome yet). The report has two windows:
   ``p_purchase_30d`` against what those customers actually did in [D'+1, D'+31) (and the
   90-day spend when that horizon has closed too): how the deployed predictions turned out.
 
-``report.json`` depends only on the data and the settings (no timings), so a rerun writes the
-same bytes, like the rest of ``metrics/``. The page's live summaries are in
+``report.json`` holds no timings: a rerun over the same storage writes the same bytes. Its
+``evaluation`` window depends only on the data and the settings; its ``realised`` window also on
+which earlier days were published when D was (a backfill that publishes D before D - 30 shows an
+older realised day, or none, until D is rerun), so unlike ``predictions.parquet`` and
+``metrics.json`` it is not part of the byte-identity guarantee across run orders. The page's live summaries are in
 :mod:`purchasing_power.ui.page_data`.
 """
 
