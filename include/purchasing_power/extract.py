@@ -2,7 +2,7 @@
 stage it once per version so that a day's extract reads only its own rows.
 
 The source file is read and normalised once per *version* (its size and modification time, or
-ETag on object storage) into ``staged/`` (``stage_source``); an extract of an unchanged source
+ETag on object storage) into ``staged/`` (``staging.stage_source``, chunk by chunk); an extract of an unchanged source
 then reads only the days it writes. A corrected or replaced source file is a new version; the
 staged index's per-day row counts and content hashes tell which days' rows it changed. File
 sets (staged part by part with the helpers here) and tables are read by
@@ -19,9 +19,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from purchasing_power.errors import SourceError
-from purchasing_power.schemas import CANONICAL_COLUMNS, MAX_EXACT_FLOAT_INT, ONLINE_RETAIL_II_MAP, raw_schema
-from purchasing_power.settings import Settings
-from purchasing_power.storage import CLEAN_MANIFEST, RAW_MANIFEST, STAGED_DATED, STAGED_INDEX, STAGED_UNDATED, Storage, Workspace, filesystem_for, strip_conn
+from purchasing_power.schemas import CANONICAL_COLUMNS, MAX_EXACT_FLOAT_INT, ONLINE_RETAIL_II_MAP
+from purchasing_power.storage import CLEAN_MANIFEST, RAW_MANIFEST, STAGED_DATED, STAGED_INDEX, STAGED_UNDATED, Storage, filesystem_for, strip_conn
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -337,9 +336,14 @@ def partition_fingerprint(day_hash: str, undated_keys: list[str], customer_ids: 
 def undated_keys(frame: pd.DataFrame) -> list[str]:
     """A key per undated row: its content hash plus how many equal rows came before it, so that
     a row keeps its key (and the day it was handed to) across source versions."""
+    return hash_keys(row_hashes(frame))
+
+
+def hash_keys(hashes: Any) -> list[str]:
+    """:func:`undated_keys` of rows with these row hashes, in order."""
     seen: dict[str, int] = {}
     keys = []
-    for h in row_hashes(frame):
+    for h in hashes:
         k = f"{int(h):016x}"
         seen[k] = seen.get(k, -1) + 1
         keys.append(f"{k}-{seen[k]}")
@@ -396,29 +400,6 @@ def pending_clean(store: Storage, day: date, *, raw: tuple[str, str], clean: tup
     return PendingClean(todo=todo, done=done, raw_entries=raw_entries, made_from=made_from, old=dict(made_from))
 
 
-def stage_source(settings: Settings, ws: Workspace) -> dict[str, Any]:
-    """The source read and normalised once per source version: ``staged/<version>-dated.parquet``
-    (rows with an InvoiceDate, in day order, the source's order within a day, small row groups
-    so that a day range reads only its own) plus ``<version>-undated.parquet`` and an index
-    with the rows per day, a content hash per day and a key per undated row (what tells a later
-    version's changed days from unchanged ones). Every later extract of an unchanged source
-    reads only the days it writes instead of the whole file. Returns the index."""
-    source = settings.resolved_source
-    version = source_version(source)
-    store = ws.per_source
-    index = staged_index(store, version)
-    if index is not None:
-        return index
-    df = normalise_raw_dtypes(read_source(source, settings.column_map))
-    if len(df) == 0:
-        raise SourceError(f"source {source} has no rows")
-    index = write_staged(store, df, source, version)
-    remove_versions_but(store, {version})
-    store.write_json(index, store.path("staged", None, STAGED_INDEX.format(version=version)))  # last: the index commits the staged copy
-    log.info("staged %s (version %s): %d rows, %d days", source, version, len(df), len(index["days"]))
-    return index
-
-
 def staged_index(store: Storage, version: str) -> dict[str, Any] | None:
     """The committed index of a staged version, ``None`` when there is none (or of another layout)."""
     path = store.path("staged", None, STAGED_INDEX.format(version=version))
@@ -427,49 +408,6 @@ def staged_index(store: Storage, version: str) -> dict[str, Any] | None:
         if index.get("format") == STAGED_FORMAT:
             return index
     return None
-
-
-def write_staged(store: Storage, df: pd.DataFrame, source: str, version: str) -> dict[str, Any]:
-    """Write a normalised frame's dated and undated rows under ``version`` (the raw schema of
-    the frame's customer id type); return their index (not yet written: writing it commits them)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from purchasing_power.schemas import customer_id_type
-
-    undated = df["InvoiceDate"].isna()
-    dated = df[~undated]
-    order = dated["InvoiceDate"].dt.normalize().argsort(kind="stable")
-    dated = dated.iloc[order]
-    days = dated["InvoiceDate"].dt.normalize().to_numpy()
-    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
-    bounds = np.r_[starts, len(days)]
-    hashes = row_hashes(dated)
-    per_day = {
-        str(days[a])[:10]: (int(b - a), digest(hashes[a:b])) for a, b in zip(bounds[:-1], bounds[1:])
-    }
-    schema = raw_schema(customer_id_type(df))
-    paths = {
-        "dated_path": store.path("staged", None, STAGED_DATED.format(version=version)),
-        "undated_path": store.path("staged", None, STAGED_UNDATED.format(version=version)),
-    }
-    for name, part in (("dated_path", dated), ("undated_path", df[undated])):
-        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False, schema=schema).replace_schema_metadata(None)
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression="zstd", row_group_size=STAGED_ROW_GROUP, write_statistics=True)
-        store.write_bytes(paths[name], buf.getvalue().to_pybytes())
-    return {
-        "format": STAGED_FORMAT,
-        "source": source,
-        "version": version,
-        "rows": int(len(df)),
-        "undated": int(undated.sum()),
-        "days": {d: n for d, (n, _) in per_day.items()},
-        "day_hashes": {d: h for d, (_, h) in per_day.items()},
-        "undated_keys": undated_keys(df[undated]),
-        **paths,
-    }
 
 
 def remove_versions_but(store: Storage, keep: set[str]) -> None:

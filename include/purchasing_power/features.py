@@ -38,9 +38,72 @@ def _end_of(day: date) -> pd.Timestamp:
 
 def purchase_days(tx: pd.DataFrame) -> pd.DataFrame:
     """One row per (customer, calendar day) with the day's net value; purchase days have value > 0."""
-    day = tx["invoice_ts"].dt.normalize()
-    g = tx.assign(day=day).groupby(["customer_id", "day"], sort=True)["line_value"].sum()
+    day = tx["invoice_ts"].dt.normalize().rename("day")
+    g = tx["line_value"].groupby([tx["customer_id"], day], sort=True).sum()  # no copy of the frame
     return g.reset_index()
+
+
+# the text columns build_features groups by, held as codes (see compact_history)
+CODED = ("invoice_no", "stock_code", "country")
+FEATURE_COLUMNS = ("customer_id", "invoice_ts", "line_value", "quantity", "unit_price", "is_cancellation", *CODED)
+
+
+def sorted_codes(values: pd.Series, *, empty_missing: bool = False) -> np.ndarray:
+    """Codes of a text (object or categorical) column that order as the texts do (lexicographic,
+    whatever the categories' order): int32, or float64 with NaN for missing values (and for ""
+    with ``empty_missing``), so that groupbys on codes group, order and drop as on the texts."""
+    import numpy as np
+
+    codes, _ = _codes_and_values(values, empty_missing=empty_missing)
+    if (codes < 0).any():
+        out = codes.astype(np.float64)
+        out[codes < 0] = np.nan
+        return out
+    return codes.astype(np.int32)
+
+
+def _codes_and_values(values: pd.Series, *, empty_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(codes (int64, -1 = missing), the values in sorted order): ``values[i] == sorted[codes[i]]``."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = values.cat.categories
+        order = cats.argsort()
+        rank = np.empty(len(cats) + 1, dtype=np.int64)
+        rank[order] = np.arange(len(cats))
+        rank[-1] = -1  # code -1 (missing) stays -1
+        uniques = np.asarray(cats, dtype=object)[order]
+        codes = rank[values.cat.codes.to_numpy()]
+    else:
+        codes, uniques = pd.factorize(values, sort=True)
+        uniques = np.asarray(uniques, dtype=object)
+    if empty_missing and len(uniques):
+        empty = np.append(pd.Index(uniques).astype(str) == "", False)
+        codes = np.where(empty[codes], -1, codes)  # codes -1 read the appended False
+    return codes, uniques
+
+
+def compact_history(tx: pd.DataFrame, *, description: bool = True) -> pd.DataFrame:
+    """The columns build_features reads (``description`` too, as a categorical, with
+    ``description``), with invoice number, stock code and country as :func:`sorted_codes` ("" a
+    missing country): what the features stage loads, a fraction of the memory of text columns.
+    A frame already in this form is returned as is (no copy)."""
+    import pandas as pd
+
+    cols = [*FEATURE_COLUMNS, *(("description",) if description else ())]
+    if (set(cols) <= set(tx.columns) and all(pd.api.types.is_numeric_dtype(tx[c].dtype) for c in CODED)
+            and (not description or isinstance(tx["description"].dtype, pd.CategoricalDtype))):
+        return tx
+    out = {}
+    for c in cols:
+        if c in CODED:
+            out[c] = sorted_codes(tx[c], empty_missing=c == "country")
+        elif c == "description":
+            out[c] = tx[c].astype("category").array
+        else:
+            out[c] = tx[c].array
+    return pd.DataFrame(out, index=pd.RangeIndex(len(tx)))
 
 
 def build_features(
@@ -58,16 +121,25 @@ def build_features(
     from purchasing_power import btyd
 
     end = _end_of(as_of)
-    tx = tx[tx["invoice_ts"] < end]
+    tx = compact_history(tx, description=vectors is not None)  # no copy when already compact
+    in_time = (tx["invoice_ts"] < end).to_numpy()
+    if not in_time.all():
+        tx = tx[in_time]
     days = purchase_days(tx)
     buy_days = days[days["line_value"] > 0]
+    del days
     # every customer with a valid sale line is scored, even if returns netted all their days out
-    sale_ts = tx.loc[~tx["is_cancellation"] & (tx["quantity"] > 0)].groupby("customer_id")["invoice_ts"]
+    sold = (~tx["is_cancellation"] & (tx["quantity"] > 0)).to_numpy()
+    sale_ts = tx["invoice_ts"][sold].groupby(tx["customer_id"][sold])
+    del sold
     first_sale = sale_ts.min()
     customers = np.sort(first_sale.index.to_numpy())
     if len(customers) == 0:
         return pd.DataFrame(index=pd.Index([], name="customer_id", dtype=id_dtype(tx["customer_id"])))
-    tx = tx[tx["customer_id"].isin(customers)]
+    scored = tx["customer_id"].isin(customers).to_numpy()
+    if not scored.all():
+        tx = tx[scored]
+    del scored
     f = pd.DataFrame(index=pd.Index(customers, name="customer_id"))
 
     first = buy_days.groupby("customer_id")["day"].min().reindex(customers)
@@ -200,7 +272,9 @@ def build_features(
         texts, lookup = user_texts
         f = f.join(user_text_features(texts, as_of, f.index, lookup, id_dtype(tx["customer_id"])), how="left")
 
-    f = f.astype("float64").sort_index()
+    f = f.astype("float64", copy=False)
+    if not f.index.is_monotonic_increasing:
+        f = f.sort_index()
     f.index = f.index.astype(id_dtype(tx["customer_id"]))
     return f
 
@@ -219,14 +293,15 @@ def customer_text_vectors(sales: pd.DataFrame, vectors: VectorLookup) -> pd.Data
     import pandas as pd
     from scipy import sparse
 
-    texts = sales["description"].fillna("")
-    sales = sales[texts != ""]
-    if sales.empty:
+    codes, values = _codes_and_values(sales["description"], empty_missing=True)  # "" and missing: no text
+    keep = codes >= 0
+    if not keep.any():
         return pd.DataFrame()
-    cust_codes, cust_index = pd.factorize(sales["customer_id"], sort=True)
-    text_codes, text_index = pd.factorize(sales["description"], sort=True)
+    cust_codes, cust_index = pd.factorize(sales["customer_id"][keep], sort=True)
+    text_codes, used = pd.factorize(codes[keep], sort=True)
+    text_index = values[used]  # the texts bought, sorted
     counts = sparse.csr_matrix(
-        (np.ones(len(sales), dtype=np.float64), (cust_codes, text_codes)), shape=(len(cust_index), len(text_index))
+        (np.ones(len(cust_codes), dtype=np.float64), (cust_codes, text_codes)), shape=(len(cust_index), len(text_index))
     )
     counts.sum_duplicates()
     totals = np.asarray(counts.sum(axis=1)).ravel()
@@ -277,9 +352,14 @@ def _is_main_country(tx: pd.DataFrame) -> pd.Series:
     country (ties broken by name, so it is deterministic), else 0.0. No country is hard-coded."""
     import pandas as pd
 
-    known = tx[tx["country"].notna() & (tx["country"].astype(str) != "")]
-    if known.empty:  # a source without countries: the feature stays empty
+    import numpy as np
+
+    country = tx["country"]  # codes (compact_history: "" is missing) or text
+    codes = country.to_numpy() if pd.api.types.is_numeric_dtype(country.dtype) else sorted_codes(country, empty_missing=True)
+    ok = ~pd.isna(codes)
+    if not ok.any():  # a source without countries: the feature stays empty
         return pd.Series(dtype="float64")
+    known = pd.DataFrame({"customer_id": tx["customer_id"].to_numpy()[ok], "country": codes[ok]})
     counts = known.groupby(["customer_id", "country"], sort=True).size().rename("n").reset_index()
     main = known["country"].value_counts().sort_index(kind="stable").sort_values(ascending=False, kind="stable").index[0]
     top = counts.sort_values(["customer_id", "n", "country"], ascending=[True, False, True], kind="stable")

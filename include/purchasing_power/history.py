@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.features import build_features
+from purchasing_power.features import CODED, FEATURE_COLUMNS, build_features, compact_history
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, FEATURES_FILE, TEXTS_CLEAN_FILE, Workspace
 
@@ -29,16 +29,18 @@ def load_clean_history(
     through: date | None = None,
     since: date | None = None,
     columns: list[str] | None = None,
+    dictionary: list[str] | None = None,
 ) -> pd.DataFrame:
     """All clean rows with ``since`` <= invoice day <= ``through`` (default: from the first day
-    through ``day``), concatenated in day order; ``columns``: only these."""
+    through ``day``), concatenated in day order; ``columns``: only these; ``dictionary``: these
+    text columns as categoricals."""
     store = Workspace.for_settings(settings).per_source
     last = through or day
     days = [d for d in store.list_days("clean", CLEAN_FILE) if d <= last]
     if last not in days:
         raise FileNotFoundError(f"no clean partition for {last} under {store.path('clean')}: run clean first")
     days = [d for d in days if since is None or d >= since]
-    return store.read_parquet_many([store.path("clean", d, CLEAN_FILE) for d in days], columns=columns)
+    return store.read_parquet_many([store.path("clean", d, CLEAN_FILE) for d in days], columns=columns, dictionary=dictionary)
 
 
 def load_user_texts(settings: Settings, day: date) -> pd.DataFrame | None:
@@ -87,6 +89,7 @@ class RunData:
     vectors: Any = None
     user_text: bool = False
     _tx: pd.DataFrame | None = None
+    _compact: pd.DataFrame | None = None
     _texts: pd.DataFrame | None = None
     _features: dict[date, pd.DataFrame] = field(default_factory=dict)
 
@@ -117,6 +120,19 @@ class RunData:
         if self._tx is None:
             self._tx = load_clean_history(self.settings, self.day)
         return self._tx
+
+    def feature_history(self) -> pd.DataFrame:
+        """What features are built from: the loaded history when there is one, else only the
+        columns they read, text as codes (:func:`features.compact_history`; a fraction of the
+        memory of :attr:`tx`), loaded once."""
+        if self._tx is not None:
+            return self._tx
+        if self._compact is None:
+            cols = [*FEATURE_COLUMNS, *(("description",) if self.settings.use_text else ())]
+            text = [*CODED, *(("description",) if self.settings.use_text else ())]
+            tx = load_clean_history(self.settings, self.day, columns=cols, dictionary=text)
+            self._compact = compact_history(tx, description=self.settings.use_text)
+        return self._compact
 
     @property
     def first_day(self) -> date:
@@ -166,7 +182,7 @@ class RunData:
         else:
             product = self.vectors if self.settings.use_text else None
             user = (self.texts, self.vectors) if self.user_text else None
-            f = build_features(self.tx, as_of, product, user_texts=user)
+            f = build_features(self.feature_history(), as_of, product, user_texts=user)
             store.write_parquet(f.reset_index(), path)
         if keep:
             self._features[as_of] = f

@@ -1,7 +1,7 @@
 """The three forms a transaction source takes, and how each is read incrementally.
 
-* **One file** (Parquet or CSV, a local path or an fsspec URI): read whole and staged once per
-  version by ``extract.stage_source``.
+* **One file** (Parquet or CSV, a local path or an fsspec URI): staged once per version by
+  ``staging.stage_source`` (a Parquet file chunk by chunk, in bounded memory).
 * **A file set**: a folder, a glob of folders ending in ``/`` (``s3://b/tx/ds=*/``) or a glob of
   files (``/data/tx/*.parquet``, ``*.csv``). Every data file that matches is a *part* with its own
   version (:func:`list_parts`); :func:`stage_file_set` reads only the parts that are new or
@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power import extract
+from purchasing_power import extract, staging
 from purchasing_power.errors import InputError, SourceError
 from purchasing_power.schemas import CANONICAL_COLUMNS
 from purchasing_power.settings import Settings
@@ -119,13 +119,13 @@ def file_set_version(parts: list[tuple[str, str]]) -> str:
 
 
 def stage(settings: Settings, ws: Workspace) -> dict[str, Any]:
-    """The staged source of a file or a file set (``extract.stage_source``'s contract: an
+    """The staged source of a file or a file set (``staging.stage_source``'s contract: an
     index with rows and a content hash per day and a key per undated row, read with
     :func:`read_staged` / :func:`read_undated`). A table is not staged."""
     source = settings.resolved_source
     if is_sql_source(source):
         raise SourceError(f"source {source} is a table: the extract stage reads it day by day, it is not staged")
-    return stage_file_set(settings, ws) if is_file_set(source) else extract.stage_source(settings, ws)
+    return stage_file_set(settings, ws) if is_file_set(source) else staging.stage_source(settings, ws)
 
 
 def stage_file_set(settings: Settings, ws: Workspace) -> dict[str, Any]:
@@ -187,10 +187,11 @@ def _stage_part(store: Any, path: str, ukey: str, column_map: dict[str, str], ki
         index = extract.staged_index(store, f"{base}-{k}")
         if index is not None:
             return index
-    frame = extract.read_source(path, column_map)
-    own = extract.source_customer_id_type(frame["CustomerID"])
-    k = kind or own
-    index = extract.write_staged(store, extract.normalise_raw_dtypes(frame, k), path, f"{base}-{k}")
+    with staging.SourceChunks(path, column_map) as chunks:
+        own = chunks.customer_id_type()
+        k = kind or own
+        normalised = (extract.normalise_raw_dtypes(c, k) for c in chunks)
+        index = staging.write_staged_chunks(store, normalised, path, f"{base}-{k}", k)
     index.update(ukey=ukey, customer_ids=k, own_ids=own)
     store.write_json(index, store.path("staged", None, STAGED_INDEX.format(version=f"{base}-{k}")))
     log.info("staged part %s (%d rows)", path, index["rows"])

@@ -239,9 +239,8 @@ class Storage:
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pd.DataFrame:
         return read_parquet(path, columns)
 
-    def read_parquet_many(self, paths: list[str], columns: list[str] | None = None) -> pd.DataFrame:
-        """Read many files of one schema into one frame, in the given order (parallel I/O);
-        ``columns``: only these."""
+    def read_parquet_many(self, paths: list[str], columns: list[str] | None = None, dictionary: list[str] | None = None) -> pd.DataFrame:
+        """Many files of one schema as one frame, in the given order (parallel I/O); ``columns``: only these; ``dictionary``: these text columns as categoricals."""
         import pyarrow.dataset as pads
 
         if not paths:
@@ -251,7 +250,8 @@ class Storage:
         for f in files if fs is not None else ():
             fs.invalidate_cache(f)  # sizes as they are now, not as a listing cached them
         try:
-            return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns).to_pandas()
+            fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=dictionary or []))
+            return pads.dataset(files, format=fmt, filesystem=fs).to_table(columns=columns).to_pandas()
         except Exception as exc:
             raise ValueError(f"cannot read Parquet files under {self.root}: {exc}") from exc
 
@@ -403,6 +403,32 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     # Object stores: a single PUT is atomic; the object appears whole or not at all.
     fs.pipe_file(target, data)
     fs.invalidate_cache(target)
+
+
+def atomic_write_file(path: str, write: Any) -> None:
+    """:func:`atomic_write_bytes` from a local file that ``write(local)`` fills (streamed, never whole in
+    memory): locally a hidden temp file next to ``path``, fsynced and renamed; else one upload of it."""
+    import tempfile
+
+    target = strip_conn(path)
+    is_local = "://" not in path or path.startswith("file://")
+    folder = os.path.dirname(target.removeprefix("file://"))
+    if is_local:
+        _make_dirs(folder)
+    tmp = f"{folder}/.{os.path.basename(target)}.tmp-{uuid.uuid4().hex}" if is_local else tempfile.mktemp(suffix=".upload")
+    try:
+        write(tmp)
+        if is_local:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target.removeprefix("file://"))
+            _fsync_dir(folder)
+        else:
+            filesystem_for(path).put_file(tmp, target)
+            filesystem_for(path).invalidate_cache(target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _make_dirs(folder: str) -> None:

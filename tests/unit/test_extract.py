@@ -182,6 +182,7 @@ def test_day_before_the_source_fails_at_extract_with_a_clear_input_error(setting
 
 def test_unchanged_source_is_read_once_and_later_days_read_only_their_rows(settings_factory, make_raw, monkeypatch):
     import purchasing_power.extract as extract
+    import purchasing_power.staging as staging
 
     rows = [
         ("1", "A", "X", 1, "2011-08-29 10:00:00", 1.0, 1.0, "UK"),
@@ -193,6 +194,7 @@ def test_unchanged_source_is_read_once_and_later_days_read_only_their_rows(setti
     extract_day(settings, date(2011, 8, 30))
     calls = []
     monkeypatch.setattr(extract, "read_source", lambda *a, **k: calls.append(a) or pytest.fail("source read again"))
+    monkeypatch.setattr(staging.SourceChunks, "__enter__", lambda *a: calls.append(a) or pytest.fail("source read again"))
     report = extract_day(settings, date(2011, 9, 1))  # the same file version: served from staged/
     assert calls == [] and report["partitions_written"] == 2 and report["rows_in_source"] == 4  # 08-31 and 09-01
     ws = Workspace.for_settings(settings)

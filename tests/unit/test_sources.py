@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import purchasing_power.extract as extract
+import purchasing_power.staging as staging
 from purchasing_power.settings import Settings
 from purchasing_power.sources import day_ranges, is_file_set, is_sql_source, list_parts, read_all
 from purchasing_power.stages.extract import extract_day
@@ -39,10 +40,10 @@ def _raw(settings: Settings) -> dict[str, bytes]:
 
 @pytest.fixture
 def reads(monkeypatch) -> list[str]:
-    """The files ``extract.read_source`` is asked to read."""
+    """The files staging reads (``staging.SourceChunks``: Parquet chunk by chunk, CSV whole)."""
     calls: list[str] = []
-    real = extract.read_source
-    monkeypatch.setattr(extract, "read_source", lambda source, *a, **k: calls.append(os.path.basename(source)) or real(source, *a, **k))
+    real = staging.SourceChunks.__enter__
+    monkeypatch.setattr(staging.SourceChunks, "__enter__", lambda self: calls.append(os.path.basename(self.source)) or real(self))
     return calls
 
 
