@@ -1,7 +1,8 @@
 """Scale benchmark: seconds and peak RSS per task at 25k / 250k / 1M customers.
 
 For each size it generates a two-year demo source (``purchasing_power.demo``, block by block),
-then runs stages of one day the way Airflow runs tasks: each stage in a fresh Python process
+then runs stages of one day, and of the following (ordinary) day on the same storage, the way
+Airflow runs tasks: each stage in a fresh Python process
 (``pipeline.run_stage``), timed, with that process's peak RSS (``ru_maxrss``). Results go to
 ``bench/results/scale.json``::
 
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--customers", default="25000,250000,1000000")
     ap.add_argument("--stages", default="extract,clean,embed,features")
     ap.add_argument("--day", default="2024-12-15", help="the day the stages run for (the demo ends 2024-12-31)")
+    ap.add_argument("--next-day", action="store_true", default=True,
+                    help="then run the same stages for the following (ordinary) day on the same storage (default)")
+    ap.add_argument("--no-next-day", dest="next_day", action="store_false")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     args = ap.parse_args(argv)
@@ -81,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
                 row["stages"][stage] = {"error": str(exc)[-500:]}
                 break
             print(f"  {row['stages'][stage]}", flush=True)
+        if args.next_day and "error" not in json.dumps(row["stages"]):
+            from datetime import date, timedelta
+
+            nxt = (date.fromisoformat(args.day) + timedelta(days=1)).isoformat()
+            row["next_day"] = {"day": nxt, "stages": {}}
+            params = json.dumps({"source": str(source), "day": nxt})
+            for stage in stages:
+                print(f"{n:,} customers, next day: {stage} ...", flush=True)
+                try:
+                    row["next_day"]["stages"][stage] = measured(STAGE, stage, params, env=stage_env)
+                except RuntimeError as exc:
+                    row["next_day"]["stages"][stage] = {"error": str(exc)[-500:]}
+                    break
+                print(f"  {row['next_day']['stages'][stage]}", flush=True)
         results.append(row)
         Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                                               "measured_at": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2) + "\n")
