@@ -42,11 +42,13 @@ holds it and the expiry) and retries later; a crashed run's lease is taken over 
 extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → features → train (SMOTE inside) → evaluate → gate → score → publish
 ```
 
-* **extract** reads `source` (Parquet/CSV, path or fsspec URI), maps `column_map`, writes one raw
-  partition per invoice day: day D always, earlier days only if not yet extracted.
+* **extract** reads `source` (a Parquet/CSV file, a folder or glob of daily files, or a table
+  `sql://<conn_id>/<schema>.<table>`), maps `column_map`, writes one raw partition per invoice day:
+  day D always, earlier days only if not yet extracted. The optional user texts (`texts`:
+  reviews, comments; `texts_column_map`) are extracted alongside.
 * **clean** normalises text, keeps cancellations/returns as negative lines, and quarantines bad rows
-  with a `reason` in `quarantine/ds=D/` (read = clean + quarantined).
-* **embed_plan / embed** split the product texts never seen before into shards and embed
+  with a `reason` in `quarantine/ds=D/` (read = clean + quarantined); user texts likewise.
+* **embed_plan / embed** split the product and user texts never seen before into shards and embed
   each shard in a mapped task (queue and pool `gpu`) into a content-addressed cache.
 * **features** point-in-time features as of D (nothing at or after D+1 00:00).
 * **train / evaluate / gate** fit candidates on the anchor day (every 30 days) from closed snapshots,
