@@ -434,3 +434,21 @@ def read_staged(index: dict[str, Any], first: date, last: date) -> pd.DataFrame:
         return pq.read_table(path, filters=filters).to_pandas()
     with filesystem_for(path).open(strip_conn(path), "rb") as fh:
         return pq.read_table(fh, filters=filters).to_pandas()
+
+
+def write_day_partitions(store: Storage, dataset: str, name: str, days: list[date], groups: dict[date, pd.DataFrame],
+                         empty: pd.DataFrame, undated: pd.DataFrame, handed: dict[str, list[str]], assigned: dict[str, str],
+                         keys: list[str], expected: dict[date, str], version: str, schema: Any,
+                         entries: dict[str, Any]) -> None:
+    """Write each of ``days``' raw partition (``dataset``/ds=D/``name``): the day's dated rows
+    (``groups``) plus the undated rows ``assigned`` to it (``undated`` in ``keys`` order), and
+    record its fingerprint, rows and source ``version`` in the manifest's ``entries``."""
+    import pandas as pd
+
+    for d in days:
+        iso = d.isoformat()
+        part = groups.get(d, empty)
+        if iso in handed:
+            part = pd.concat([part, undated[[assigned[k] == iso for k in keys]]])
+        store.write_parquet(part.reset_index(drop=True), store.path(dataset, d, name), schema=schema)
+        entries[iso] = {"hash": expected[d], "rows": int(len(part)), "version": version}

@@ -29,7 +29,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from purchasing_power.errors import SourceError
-from purchasing_power.extract import digest, normalise_raw_dtypes, partition_fingerprint, read_manifest, row_hashes, undated_keys, write_manifest
+from purchasing_power.extract import digest, normalise_raw_dtypes, partition_fingerprint, read_manifest, row_hashes, undated_keys, write_day_partitions, write_manifest
 from purchasing_power.schemas import raw_schema
 from purchasing_power.settings import Settings
 from purchasing_power.sources import SQL_CHUNK_ROWS, column_origin, day_ranges, is_sql_source, open_table, read_staged, read_undated, stage
@@ -62,8 +62,6 @@ def extract_day(settings: Settings, day: date) -> dict[str, Any]:
 
 def extract_file_day(settings: Settings, day: date) -> dict[str, Any]:
     """Extract from a file or a file set (staged once per version)."""
-    import pandas as pd
-
     ws = Workspace.for_settings(settings)
     store = ws.per_source
     source = settings.resolved_source
@@ -88,13 +86,8 @@ def extract_file_day(settings: Settings, day: date) -> dict[str, Any]:
     groups = {d.date(): g for d, g in rows.groupby(rows["InvoiceDate"].dt.normalize(), sort=True)}
     undated = read_undated(index) if keys else rows.iloc[0:0]
     schema = raw_schema(ids)  # the staged copy's id type: integer or text
-    for d in todo:
-        iso = d.isoformat()
-        part = groups.get(d, rows.iloc[0:0])
-        if iso in handed:
-            part = pd.concat([part, undated[[assigned[k] == iso for k in keys]]])
-        store.write_parquet(part.reset_index(drop=True), store.path("raw", d, RAW_FILE), schema=schema)
-        entries[iso] = {"hash": expected[d], "rows": int(len(part)), "version": index["version"]}
+    write_day_partitions(store, "raw", RAW_FILE, todo, groups, rows.iloc[0:0], undated, handed, assigned, keys, expected,
+                         index["version"], schema, entries)
     write_manifest(store, RAW_MANIFEST, {"days": entries, "undated": assigned})  # last: commits the partitions
     return _report(settings, day, store, counts, index["version"], index["rows"], index["undated"], handed, todo, existing, first_day)
 

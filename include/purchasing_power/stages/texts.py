@@ -23,7 +23,16 @@ import logging
 from datetime import date
 from typing import Any, Callable
 
-from purchasing_power.extract import digest, partition_fingerprint, pending_clean, read_manifest, row_hashes, undated_keys, write_manifest
+from purchasing_power.extract import (
+    digest,
+    partition_fingerprint,
+    pending_clean,
+    read_manifest,
+    row_hashes,
+    undated_keys,
+    write_day_partitions,
+    write_manifest,
+)
 from purchasing_power.schemas import TEXT_CLEAN_COLUMNS, text_clean_schema, text_quarantine_schema, text_raw_schema
 from purchasing_power.settings import Settings
 from purchasing_power.storage import (
@@ -125,7 +134,6 @@ def extract_texts_day(settings: Settings, day: date) -> dict[str, Any] | None:
     """Extract the user texts of ``day`` and any text history not yet extracted or changed;
     ``None`` when there is no texts source (or ``use_user_text`` is off: nothing is read). Returns a
     JSON-able report."""
-    import pandas as pd
 
     source = texts_source(settings) if settings.use_user_text else ""
     if not source:
@@ -155,13 +163,8 @@ def extract_texts_day(settings: Settings, day: date) -> dict[str, Any] | None:
     dated = rows[rows["TextDate"].notna()]
     groups = {d.date(): g for d, g in dated.groupby(dated["TextDate"].dt.normalize(), sort=False)}
     schema = text_raw_schema(ids)
-    for d in todo:
-        iso = d.isoformat()
-        part = groups.get(d, rows.iloc[0:0])
-        if iso in handed:
-            part = pd.concat([part, undated[[assigned[k] == iso for k in keys]]])
-        store.write_parquet(part.reset_index(drop=True), store.path("texts_raw", d, TEXTS_RAW_FILE), schema=schema)
-        entries[iso] = {"hash": expected[d], "rows": int(len(part)), "version": index["version"]}
+    write_day_partitions(store, "texts_raw", TEXTS_RAW_FILE, todo, groups, rows.iloc[0:0], undated, handed, assigned, keys,
+                         expected, index["version"], schema, entries)
     write_manifest(store, TEXTS_RAW_MANIFEST, {"days": entries, "undated": assigned}, TEXTS_MANIFESTS)  # last: commits the partitions
     report = {
         "source": source,
