@@ -9,10 +9,15 @@ the stages and :mod:`purchasing_power.history` (the feature store).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Callable
 
+from purchasing_power.compact import CODE_VALUES, codes_and_values, compact_history, take_rows
 from purchasing_power.schemas import HISTORY_DAYS, TEXT_PREFIX
+from purchasing_power.shards import shard_of
+
+from purchasing_power.featureplan import REPURCHASE_PRIOR_WEIGHT, FeaturePlan, ShardStats, finish_features, plan_features
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -24,8 +29,6 @@ WINDOWS = (30, 90, 180, 365)
 PURCHASE_DAY_WINDOWS = (14, 30, 60, 90, 180, 365)
 ACTIVE_BINS = 12  # 30-day bins looked back for the active-month share
 HAZARD_DAYS = 30
-REPURCHASE_PRIOR_WEIGHT = 5.0
-RANKED = ("recency_days", "n_purchase_days", "pdays_90d", "spend_365d", "tenure_days")
 
 VectorLookup = Callable[[list[str]], "np.ndarray"]
 
@@ -43,85 +46,73 @@ def purchase_days(tx: pd.DataFrame) -> pd.DataFrame:
     return g.reset_index()
 
 
-# the text columns build_features groups by, held as codes (see compact_history)
-CODED = ("invoice_no", "stock_code", "country")
-FEATURE_COLUMNS = ("customer_id", "invoice_ts", "line_value", "quantity", "unit_price", "is_cancellation", *CODED)
-
-
-def sorted_codes(values: pd.Series, *, empty_missing: bool = False) -> np.ndarray:
-    """Codes of a text (object or categorical) column that order as the texts do (lexicographic,
-    whatever the categories' order): int32, or float64 with NaN for missing values (and for ""
-    with ``empty_missing``), so that groupbys on codes group, order and drop as on the texts."""
-    import numpy as np
-
-    codes, _ = _codes_and_values(values, empty_missing=empty_missing)
-    if (codes < 0).any():
-        out = codes.astype(np.float64)
-        out[codes < 0] = np.nan
-        return out
-    return codes.astype(np.int32)
-
-
-def _codes_and_values(values: pd.Series, *, empty_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(codes (int64, -1 = missing), the values in sorted order): ``values[i] == sorted[codes[i]]``."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        cats = values.cat.categories
-        order = cats.argsort()
-        rank = np.empty(len(cats) + 1, dtype=np.int64)
-        rank[order] = np.arange(len(cats))
-        rank[-1] = -1  # code -1 (missing) stays -1
-        uniques = np.asarray(cats, dtype=object)[order]
-        codes = rank[values.cat.codes.to_numpy()]
-    else:
-        codes, uniques = pd.factorize(values, sort=True)
-        uniques = np.asarray(uniques, dtype=object)
-    if empty_missing and len(uniques):
-        empty = np.append(pd.Index(uniques).astype(str) == "", False)
-        codes = np.where(empty[codes], -1, codes)  # codes -1 read the appended False
-    return codes, uniques
-
-
-def compact_history(tx: pd.DataFrame, *, description: bool = True) -> pd.DataFrame:
-    """The columns build_features reads (``description`` too, as a categorical, with
-    ``description``), with invoice number, stock code and country as :func:`sorted_codes` ("" a
-    missing country): what the features stage loads, a fraction of the memory of text columns.
-    A frame already in this form is returned as is (no copy)."""
-    import pandas as pd
-
-    cols = [*FEATURE_COLUMNS, *(("description",) if description else ())]
-    if (set(cols) <= set(tx.columns) and all(pd.api.types.is_numeric_dtype(tx[c].dtype) for c in CODED)
-            and (not description or isinstance(tx["description"].dtype, pd.CategoricalDtype))):
-        return tx
-    out = {}
-    for c in cols:
-        if c in CODED:
-            out[c] = sorted_codes(tx[c], empty_missing=c == "country")
-        elif c == "description":
-            out[c] = tx[c].astype("category").array
-        else:
-            out[c] = tx[c].array
-    return pd.DataFrame(out, index=pd.RangeIndex(len(tx)))
-
-
 def build_features(
-    tx: pd.DataFrame, as_of: date, vectors: VectorLookup | None = None, user_texts: tuple[pd.DataFrame, VectorLookup | None] | None = None
+    tx: pd.DataFrame,
+    as_of: date,
+    vectors: VectorLookup | None = None,
+    user_texts: tuple[pd.DataFrame, VectorLookup | None] | None = None,
+    shards: int = 1,
 ) -> pd.DataFrame:
     """Customer features as of the end of ``as_of`` for every customer with a valid sale line
     before ``as_of + 1 day`` (purchase-day features count days with net value > 0).
     ``vectors``: the mean embedding of the products bought; ``user_texts`` ((clean user texts,
     vector lookup)): the user-text features of ``usertext.user_text_features`` (texts dated
     before ``as_of + 1 day`` only).
-    Index: customer_id (int64 for integer ids, the ids' text for text ids), sorted."""
-    import numpy as np
-    import pandas as pd
+    Index: customer_id (int64 for integer ids, the ids' text for text ids), sorted.
 
-    from purchasing_power import btyd
+    The frame is built per customer shard (:mod:`purchasing_power.featureplan`): the
+    :func:`shard_stats` of each shard, one plan from them all, the :func:`customer_features` of
+    each shard under that plan, joined by ``featureplan.finish_features``. ``shards`` > 1 holds
+    one shard's intermediate frames at a time (less memory, each shard's lines prepared twice);
+    any number of shards gives the very same frame. The sharded features tasks of the DAG run the
+    same steps, each shard in its own task (:mod:`purchasing_power.stages.features`)."""
+    import numpy as np
+
+    description = vectors is not None
+    tx = compact_history(tx, description=description)
+    if shards == 1:
+        lines = prepare_lines(tx, as_of, description=description)
+        stats = [shard_stats(lines)]
+        parts = [customer_features(lines, plan_features(as_of, stats), vectors, user_texts)]
+        del lines
+        return finish_features(plan_features(as_of, stats), parts, [stats[0].summary])
+    buckets = shard_of(tx["customer_id"].to_numpy(), shards)
+
+    def shard_lines(k: int) -> Lines:
+        return prepare_lines(take_rows(tx, np.flatnonzero(buckets == k)), as_of, description=description)
+
+    stats = [shard_stats(shard_lines(k)) for k in range(shards)]
+    plan = plan_features(as_of, stats)
+    parts = [customer_features(shard_lines(k), plan, vectors, user_texts) for k in range(shards)]
+    return finish_features(plan, parts, [s.summary for s in stats])
+
+
+@dataclass
+class Lines:
+    """One shard's (or the whole history's) lines prepared for a snapshot: the rows of the
+    customers with a valid sale line before the end of ``as_of`` (:attr:`tx`, compact), and
+    what both :func:`shard_stats` and :func:`customer_features` derive from them."""
+
+    as_of: date
+    end: pd.Timestamp
+    tx: pd.DataFrame
+    customers: np.ndarray
+    id_dtype: str
+    values: dict[str, np.ndarray]  # text of each code of the CODED columns (compact_history)
+    first_sale: pd.Series
+    last_sale: pd.Series
+    buy_days: pd.DataFrame
+    sales: pd.DataFrame
+    closed: pd.DataFrame  # purchase days whose follow-up window closed (_closed_days)
+
+
+def prepare_lines(tx: pd.DataFrame, as_of: date, *, description: bool = False) -> Lines:
+    import numpy as np
 
     end = _end_of(as_of)
-    tx = compact_history(tx, description=vectors is not None)  # no copy when already compact
+    tx = compact_history(tx, description=description)  # no copy when already compact
+    values = tx.attrs[CODE_VALUES]
+    ids = id_dtype(tx["customer_id"])
     in_time = (tx["invoice_ts"] < end).to_numpy()
     if not in_time.all():
         tx = tx[in_time]
@@ -132,23 +123,86 @@ def build_features(
     sold = (~tx["is_cancellation"] & (tx["quantity"] > 0)).to_numpy()
     sale_ts = tx["invoice_ts"][sold].groupby(tx["customer_id"][sold])
     del sold
-    first_sale = sale_ts.min()
+    first_sale, last_sale = sale_ts.min(), sale_ts.max()
     customers = np.sort(first_sale.index.to_numpy())
-    if len(customers) == 0:
-        return pd.DataFrame(index=pd.Index([], name="customer_id", dtype=id_dtype(tx["customer_id"])))
     scored = tx["customer_id"].isin(customers).to_numpy()
     if not scored.all():
         tx = tx[scored]
     del scored
+    return Lines(as_of=as_of, end=end, tx=tx, customers=customers, id_dtype=ids, values=values, first_sale=first_sale,
+                 last_sale=last_sale, buy_days=buy_days, sales=tx[~tx["is_cancellation"]], closed=_closed_days(buy_days, end))
+
+
+def shard_stats(lines: Lines) -> ShardStats:
+    """What the shard adds to the snapshot's :class:`featureplan.FeaturePlan`: its customers,
+    first line, lines per country, buyers and follow-up purchases per product, and the RFM
+    summary of its customers (keyed by text, not by codes: codes are the shard's own)."""
+    import numpy as np
+    import pandas as pd
+
+    from purchasing_power import btyd
+
+    tx, customers = lines.tx, lines.customers
+    if len(customers) == 0:
+        return ShardStats.empty(lines.id_dtype)
+    country = tx["country"].to_numpy()
+    known = ~pd.isna(country)
+    per_country = pd.Series(country[known]).value_counts()
+    country_lines = pd.Series(per_country.to_numpy(dtype=np.int64), index=_texts(lines, "country", per_country.index))
+    bought = lines.sales[["customer_id", "stock_code"]].drop_duplicates()
+    buyers = bought.groupby("stock_code").size()
+    labelled = _labelled_lines(lines)[1].groupby("stock_code")["again"]
+    products = pd.DataFrame({"buyers": buyers, "again_sum": labelled.sum(), "again_n": labelled.count()})
+    products = products.fillna({"again_sum": 0.0, "again_n": 0}).astype({"buyers": "int64", "again_sum": "float64", "again_n": "int64"})
+    products.index = _texts(lines, "stock_code", products.index)
+    summary = btyd.rfm_summary(tx, lines.as_of)
+    netted_out = customers[~np.isin(customers, summary.index.to_numpy())]
+    if len(netted_out):  # sales fully returned: one-time buyers with nothing kept (frequency 0)
+        T = (lines.end - lines.first_sale.reindex(netted_out).dt.normalize()).dt.days.astype("float64")
+        extra = pd.DataFrame(
+            {"frequency": 0.0, "recency": 0.0, "T": T.to_numpy(), "monetary_value": 0.0, "n_orders": 1},
+            index=pd.Index(netted_out, name=summary.index.name),
+        )
+        summary = pd.concat([summary, extra.astype(summary.dtypes.to_dict())]).sort_index()
+    return ShardStats(customers=len(customers), history_start=tx["invoice_ts"].min(), country_lines=country_lines,
+                      products=products, again_sum=float(lines.closed["again"].sum()), again_n=int(len(lines.closed)),
+                      summary=summary)
+
+
+def _texts(lines: Lines, column: str, codes: pd.Index) -> pd.Index:
+    """The texts of codes of a CODED column (``lines.values``; a missing code: ``None``)."""
+    import numpy as np
+    import pandas as pd
+
+    codes = np.asarray(codes)
+    if codes.dtype.kind == "f":
+        out = np.full(len(codes), None, dtype=object)
+        ok = ~np.isnan(codes)
+        out[ok] = lines.values[column][codes[ok].astype(np.int64)]
+        return pd.Index(out, dtype=object, name=column)
+    return pd.Index(lines.values[column][codes.astype(np.int64)], dtype=object, name=column)
+
+
+def customer_features(lines: Lines, plan: FeaturePlan, vectors: VectorLookup | None = None,
+                      user_texts: tuple[pd.DataFrame, VectorLookup | None] | None = None) -> pd.DataFrame:
+    """The features of the customers of ``lines`` under the snapshot's ``plan``, all but those
+    :func:`featureplan.finish_features` adds from every shard (percentile ranks, BG/NBD)."""
+    import numpy as np
+    import pandas as pd
+
+    end, customers = lines.end, lines.customers
+    if len(customers) == 0:
+        return pd.DataFrame(index=pd.Index([], name="customer_id", dtype=lines.id_dtype))
+    tx, buy_days, sales = lines.tx, lines.buy_days, lines.sales
     f = pd.DataFrame(index=pd.Index(customers, name="customer_id"))
 
     first = buy_days.groupby("customer_id")["day"].min().reindex(customers)
-    first = first.fillna(first_sale.dt.normalize().reindex(customers))
-    f["recency_days"] = (end - sale_ts.max().reindex(customers)).dt.total_seconds() / 86400.0
+    first = first.fillna(lines.first_sale.dt.normalize().reindex(customers))
+    f["recency_days"] = (end - lines.last_sale.reindex(customers)).dt.total_seconds() / 86400.0
     f["tenure_days"] = (end - first).dt.days.astype("float64")
     # the same for every customer: how much history the source has (not a model feature; it
     # scales spend totals to a horizon, see model.GLOBAL_COLUMNS)
-    f[HISTORY_DAYS] = float((end - tx["invoice_ts"].min().normalize()).days)
+    f[HISTORY_DAYS] = float((end - plan.history_start.normalize()).days)
     f["n_purchase_days"] = buy_days.groupby("customer_id").size().reindex(customers, fill_value=0).astype("float64")
 
     # purchase-day counts over several windows and the share of recent 30-day bins with a purchase
@@ -231,38 +285,15 @@ def build_features(
     f["product_diversity"] = f["distinct_products"] / f["lines_total"].clip(lower=1.0)
     # how mainstream the basket is: mean share of customers who bought each of its products
     bought = sales[["customer_id", "stock_code"]].drop_duplicates()
-    popularity = bought.groupby("stock_code").size() / float(len(customers))
-    pop = popularity.reindex(bought["stock_code"]).to_numpy()
+    pop = plan.popularity.reindex(_texts(lines, "stock_code", bought["stock_code"])).to_numpy()
     f["product_popularity"] = pd.Series(pop).groupby(bought["customer_id"].to_numpy()).mean()
     dow = pd.crosstab(ocust, orders["ts"].dt.dayofweek.to_numpy())
     f["weekday_concentration"] = dow.max(axis=1) / dow.sum(axis=1)
-    f["is_main_country"] = _is_main_country(tx).reindex(customers)
-    for col, values in _repurchase_features(buy_days, sales, end).items():
+    f["is_main_country"] = _is_main_country(lines, plan.main_country).reindex(customers)
+    for col, values in _repurchase_features(lines, plan).items():
         f[col] = values
     f["last_day_value_ratio"] = f["last_day_value"] / f["spend_per_purchase_day"].abs().clip(lower=1.0)
     f["returned_30d"] = (-tx["line_value"].clip(upper=0)).where(tx_age <= 30, 0.0).groupby(tx["customer_id"]).sum()
-    # where the customer stands among this snapshot's customers (0..1): comparable across
-    # snapshots whatever the length of the history or the season
-    for col in RANKED:
-        f[f"{col}_pct"] = f[col].rank(pct=True, method="average")
-
-    # buy-till-you-die outputs as features (fitted on this snapshot's data only)
-    summary = btyd.rfm_summary(tx, as_of)
-    netted_out = customers[~np.isin(customers, summary.index.to_numpy())]
-    if len(netted_out):  # sales fully returned: one-time buyers with nothing kept (frequency 0)
-        T = (end - first_sale.reindex(netted_out).dt.normalize()).dt.days.astype("float64")
-        extra = pd.DataFrame(
-            {"frequency": 0.0, "recency": 0.0, "T": T.to_numpy(), "monetary_value": 0.0, "n_orders": 1},
-            index=pd.Index(netted_out, name=summary.index.name),
-        )
-        summary = pd.concat([summary, extra.astype(summary.dtypes.to_dict())]).sort_index()
-    if (summary["frequency"] > 0).any():
-        bt = btyd.fit_and_predict(summary)
-    else:  # no repeat buyer yet (a young source): BG/NBD is not identified; the models impute
-        log.warning("features as of %s: no repeat purchases yet, BG/NBD features left empty", as_of)
-        bt = pd.DataFrame(index=summary.index, columns=list(btyd.PREDICTION_COLUMNS), dtype="float64")
-    for col in bt.columns:
-        f[col] = bt[col].reindex(customers)
 
     if vectors is not None:
         f = f.join(customer_text_vectors(sales, vectors), how="left")
@@ -270,12 +301,9 @@ def build_features(
         from purchasing_power.usertext import user_text_features
 
         texts, lookup = user_texts
-        f = f.join(user_text_features(texts, as_of, f.index, lookup, id_dtype(tx["customer_id"])), how="left")
-
+        f = f.join(user_text_features(texts, lines.as_of, f.index, lookup, lines.id_dtype), how="left")
     f = f.astype("float64", copy=False)
-    if not f.index.is_monotonic_increasing:
-        f = f.sort_index()
-    f.index = f.index.astype(id_dtype(tx["customer_id"]))
+    f.index = f.index.astype(lines.id_dtype)
     return f
 
 
@@ -293,7 +321,7 @@ def customer_text_vectors(sales: pd.DataFrame, vectors: VectorLookup) -> pd.Data
     import pandas as pd
     from scipy import sparse
 
-    codes, values = _codes_and_values(sales["description"], empty_missing=True)  # "" and missing: no text
+    codes, values = codes_and_values(sales["description"], empty_missing=True)  # "" and missing: no text
     keep = codes >= 0
     if not keep.any():
         return pd.DataFrame()
@@ -312,15 +340,9 @@ def customer_text_vectors(sales: pd.DataFrame, vectors: VectorLookup) -> pd.Data
     return pd.DataFrame(mean.astype(np.float32), index=index, columns=cols)
 
 
-def _repurchase_features(buy_days: pd.DataFrame, sales: pd.DataFrame, end: pd.Timestamp) -> dict[str, pd.Series]:
-    """How often a purchase day was followed by another within HAZARD_DAYS, counting only purchase
-    days whose follow-up window closed before ``end`` (so nothing after the as-of day is used):
-
-    * ``repurchase_rate``: per customer, smoothed towards the population rate;
-    * ``basket_repurchase_last`` / ``basket_repurchase_mean``: per product, the same rate over the
-      purchase days that contained it (smoothed), averaged over the customer's last purchase
-      day's lines / over all their lines -- what buyers of these products usually did next."""
-    import numpy as np
+def _closed_days(buy_days: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """The purchase days (customer, day) whose follow-up window (day, day + HAZARD_DAYS] closed
+    before ``end``, with ``again`` = 1.0 when another purchase day fell in it."""
     import pandas as pd
 
     h = pd.Timedelta(days=HAZARD_DAYS)
@@ -328,43 +350,61 @@ def _repurchase_features(buy_days: pd.DataFrame, sales: pd.DataFrame, end: pd.Ti
     nxt = bd.groupby("customer_id")["day"].shift(-1)
     closed = bd["day"] + h < end  # the day's follow-up window (day, day + h] is fully observed
     again = (nxt.notna() & (nxt <= bd["day"] + h)).astype("float64")
-    cl = bd.assign(again=again)[closed]
-    prior = float(cl["again"].mean()) if len(cl) else 0.5
+    return bd.assign(again=again)[closed]
+
+
+def _labelled_lines(lines: Lines) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the distinct (customer, product, day) sale lines, those of them on a closed purchase day
+    with its ``again``)."""
+    sales = lines.sales
+    days = sales[["customer_id", "stock_code", "invoice_ts"]].assign(day=sales["invoice_ts"].dt.normalize())
+    days = days.drop_duplicates(["customer_id", "stock_code", "day"])
+    return days, days.merge(lines.closed[["customer_id", "day", "again"]], on=["customer_id", "day"], how="inner")
+
+
+def _repurchase_features(lines: Lines, plan: FeaturePlan) -> dict[str, pd.Series]:
+    """How often a purchase day was followed by another within HAZARD_DAYS, counting only purchase
+    days whose follow-up window closed before the end of the as-of day (so nothing after it is used):
+
+    * ``repurchase_rate``: per customer, smoothed towards the population rate (``plan.repurchase_prior``);
+    * ``basket_repurchase_last`` / ``basket_repurchase_mean``: per product, the same rate over the
+      purchase days that contained it (smoothed; ``plan.product_repurchase``), averaged over the
+      customer's last purchase day's lines / over all their lines -- what buyers of these
+      products usually did next."""
+    import pandas as pd
+
+    prior = plan.repurchase_prior
     m = REPURCHASE_PRIOR_WEIGHT
-    g = cl.groupby("customer_id")["again"]
+    g = lines.closed.groupby("customer_id")["again"]
     out: dict[str, pd.Series] = {"repurchase_rate": (g.sum() + m * prior) / (g.count() + m)}
-    lines = sales[["customer_id", "stock_code", "invoice_ts"]].assign(day=sales["invoice_ts"].dt.normalize())
-    lines = lines.drop_duplicates(["customer_id", "stock_code", "day"])
-    labelled = lines.merge(cl[["customer_id", "day", "again"]], on=["customer_id", "day"], how="inner")
-    pg = labelled.groupby("stock_code")["again"]
-    score = (pg.sum() + m * prior) / (pg.count() + m)
-    line_score = score.reindex(lines["stock_code"]).fillna(prior).to_numpy()
-    cust = lines["customer_id"].to_numpy()
+    days, _ = _labelled_lines(lines)
+    line_score = plan.product_repurchase.reindex(_texts(lines, "stock_code", days["stock_code"])).fillna(prior).to_numpy()
+    cust = days["customer_id"].to_numpy()
     out["basket_repurchase_mean"] = pd.Series(line_score).groupby(cust).mean()
-    last_day = lines.groupby("customer_id")["day"].transform("max")
-    on_last = (lines["day"] == last_day).to_numpy()
+    last_day = days.groupby("customer_id")["day"].transform("max")
+    on_last = (days["day"] == last_day).to_numpy()
     out["basket_repurchase_last"] = pd.Series(line_score[on_last]).groupby(cust[on_last]).mean()
     return out
 
 
-def _is_main_country(tx: pd.DataFrame) -> pd.Series:
-    """Per customer: 1.0 when the country of most of their lines is the source's most common
-    country (ties broken by name, so it is deterministic), else 0.0. No country is hard-coded."""
+def _is_main_country(lines: Lines, main: str | None) -> pd.Series:
+    """Per customer: 1.0 when the country of most of their lines is ``main`` (the source's most
+    common country, :class:`featureplan.FeaturePlan`), else 0.0 (ties broken by name, so it is
+    deterministic); customers without a known country: missing. No country is hard-coded."""
+    import numpy as np
     import pandas as pd
 
-    import numpy as np
-
-    country = tx["country"]  # codes (compact_history: "" is missing) or text
-    codes = country.to_numpy() if pd.api.types.is_numeric_dtype(country.dtype) else sorted_codes(country, empty_missing=True)
+    tx = lines.tx
+    codes = tx["country"].to_numpy()  # compact_history codes: "" is missing
     ok = ~pd.isna(codes)
-    if not ok.any():  # a source without countries: the feature stays empty
+    if main is None or not ok.any():  # a source without countries: the feature stays empty
         return pd.Series(dtype="float64")
     known = pd.DataFrame({"customer_id": tx["customer_id"].to_numpy()[ok], "country": codes[ok]})
     counts = known.groupby(["customer_id", "country"], sort=True).size().rename("n").reset_index()
-    main = known["country"].value_counts().sort_index(kind="stable").sort_values(ascending=False, kind="stable").index[0]
     top = counts.sort_values(["customer_id", "n", "country"], ascending=[True, False, True], kind="stable")
     top = top.drop_duplicates("customer_id")
-    return pd.Series((top["country"] == main).to_numpy(dtype="float64"), index=top["customer_id"].to_numpy())
+    top_text = lines.values["country"][top["country"].to_numpy().astype(np.int64)]
+    return pd.Series((top_text == main).astype("float64"), index=top["customer_id"].to_numpy())
 
 
 def build_labels(tx: pd.DataFrame, as_of: date, customers: pd.Index, purchase_days_h: int = 30, spend_days_h: int = 90) -> pd.DataFrame:

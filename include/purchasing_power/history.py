@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.features import CODED, FEATURE_COLUMNS, build_features, compact_history
+from purchasing_power.compact import CODED, FEATURE_COLUMNS, compact_history
+from purchasing_power.features import build_features
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, FEATURES_FILE, TEXTS_CLEAN_FILE, Workspace
 

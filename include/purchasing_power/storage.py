@@ -5,12 +5,11 @@ Every intermediate and output of the pipeline is a single file inside a day part
 
     {root}/{dataset}/ds=YYYY-MM-DD/{name}
 
-``root`` is a local folder (default ``./data``) or any fsspec URI (``s3://bucket/prefix``,
-``memory://x``). Writes are atomic: the file is written under a temporary name in the same
-folder, flushed to disk (file and folder fsync) and then renamed (local), or uploaded in one PUT
-(object stores), so a task killed mid-write never leaves a partial partition behind and its retry
-simply overwrites. Temporary files a killed writer left behind are removed by the next write in
-that folder once they are an hour old.
+``root`` is a local folder (default ``./data``) or any fsspec URI (``s3://bucket/prefix``, ``memory://x``).
+Writes are atomic: the file is written under a temporary name in the same folder, flushed to disk (file
+and folder fsync) and then renamed (local), or uploaded in one PUT (object stores), so a task killed
+mid-write never leaves a partial partition behind and its retry simply overwrites. Temporary files a
+killed writer left behind are removed by the next write in that folder once they are an hour old.
 
 Reads always see the store as it is now: object-store listings are not served from the file
 system's cache (another process may have written since), and a path read out of a stored record
@@ -48,6 +47,7 @@ DATASETS = frozenset(
         "clean",  # per invoice day, validated and normalised rows
         "quarantine",  # per run day, rejected rows with a ``reason``
         "features",  # per snapshot day, point-in-time customer features
+        "feature_shards",  # per run day, the parts the sharded features tasks hand on (feature_shards > 1)
         "embed_shards",  # per run day, the texts each mapped embed task handles
         "training",  # per run day, the stacked training/evaluation table used by the fit
         "models",  # per anchor day, fitted model artefacts
@@ -75,6 +75,7 @@ RAW_FILE = "raw.parquet"  # raw/ds=D
 CLEAN_FILE = "clean.parquet"  # clean/ds=D
 QUARANTINE_FILE = "quarantine.parquet"  # quarantine/ds=D
 FEATURES_FILE = "features-{text_key}.parquet"  # features/ds=D, per text-vector source
+FEATURE_PART_FILE = "{text_key}-{shard:03d}of{shards:03d}-{part}.parquet"  # feature_shards/ds=D: a shard's stats frames and features
 SHARD_FILE = "shard-{:04d}.parquet"  # embed_shards/ds=D
 TRAINING_INFO = "training.json"  # models/ds=A: what the anchor's fits used
 CANDIDATE_HOLDOUT = "candidate_holdout.pkl"  # models/ds=A: the candidate the gate judges
@@ -194,8 +195,7 @@ class Storage:
         return digest.hexdigest()
 
     def list_days(self, dataset: str, name: str) -> list[date]:
-        """Days that have a committed ``name`` file in ``dataset``, sorted. Listed afresh each
-        call: days written since by another process appear."""
+        """Days that have a committed ``name`` file in ``dataset``, sorted. Listed afresh each call."""
         base = self.path(dataset)
         fs = fresh_fs(base)
         if not fs.exists(base):

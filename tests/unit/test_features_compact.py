@@ -11,7 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from purchasing_power.features import build_features, compact_history, customer_text_vectors, sorted_codes
+from purchasing_power.compact import compact_history, sorted_codes
+from purchasing_power.features import build_features, customer_text_vectors
 
 D = date(2011, 8, 31)
 

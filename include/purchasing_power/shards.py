@@ -1,0 +1,96 @@
+"""Customer shards: which of ``n`` buckets a customer belongs to, and reading one bucket's rows.
+
+A shard is a stable hash of the customer id modulo ``n`` (:func:`shard_of`): the same id falls
+in the same bucket on every machine, every day and every Python process (no ``hash()``
+randomisation), so the tasks of a sharded features step (:mod:`purchasing_power.shardfeatures`)
+can run on different workers and each reads only its own customers' rows
+(:func:`read_shard`). Integer ids hash their int64 value, text ids their UTF-8 text (pandas'
+``hash_array`` with a fixed key); ``tests/unit/test_shards.py`` pins the buckets of a few ids so
+that a library upgrade that changed them would fail a test instead of moving customers.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from purchasing_power.storage import Storage, strip_conn
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+
+#: pandas' default hash key, spelled out: the buckets must not follow a library default.
+HASH_KEY = "0123456789123456"
+MAX_SHARDS = 256
+
+
+def check_shards(shard: int, shards: int) -> None:
+    if not 1 <= int(shards) <= MAX_SHARDS:
+        raise ValueError(f"feature_shards must be within 1..{MAX_SHARDS}, got {shards}")
+    if not 0 <= int(shard) < int(shards):
+        raise ValueError(f"shard must be within 0..{int(shards) - 1}, got {shard}")
+
+
+def shard_of(ids: np.ndarray | pd.Series | pd.Index, shards: int) -> np.ndarray:
+    """The bucket (0 .. ``shards`` - 1, int64) of each customer id: int64 ids by their value,
+    text ids by their text."""
+    import numpy as np
+    import pandas as pd
+
+    check_shards(0, shards)
+    values = np.asarray(ids)
+    if shards == 1:
+        return np.zeros(len(values), dtype=np.int64)
+    if values.dtype.kind in "iu":
+        h = pd.util.hash_array(values.astype(np.int64), hash_key=HASH_KEY)
+    elif values.dtype.kind == "f":
+        raise ValueError("customer ids to shard are float: they must be int64 or text")
+    else:
+        if pd.isna(values).any():
+            raise ValueError("a customer id to shard is missing")
+        h = pd.util.hash_array(values.astype(str).astype(object), hash_key=HASH_KEY, categorize=True)
+    return (h % np.uint64(shards)).astype(np.int64)
+
+
+def read_shard(
+    storage: Storage,
+    paths: list[str],
+    shard: int,
+    shards: int,
+    *,
+    columns: list[str] | None = None,
+    dictionary: list[str] | None = None,
+) -> pd.DataFrame:
+    """The rows of ``paths`` (files of one schema with a ``customer_id`` column) whose customer
+    falls in ``shard`` of ``shards``, concatenated in the given order (rows keep their order);
+    ``columns``: only these; ``dictionary``: these text columns as categoricals. Files are read
+    one at a time (a few in parallel) and filtered as they come, so memory holds the shard, not
+    the history."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check_shards(shard, shards)
+    if not paths:
+        raise ValueError("no files to read")
+    if shards == 1:
+        return storage.read_parquet_many(paths, columns=columns, dictionary=dictionary)
+    remote = "://" in paths[0]
+    fs = storage.fs if remote else None
+    need = None if columns is None else list(dict.fromkeys([*columns, "customer_id"]))
+
+    def one(path: str) -> pa.Table:
+        file = strip_conn(path) if remote else path
+        if remote:
+            fs.invalidate_cache(file)
+        table = pq.read_table(file, columns=need, read_dictionary=dictionary or None, filesystem=fs)
+        mask = shard_of(table.column("customer_id").to_numpy(zero_copy_only=False), shards) == shard
+        table = table.filter(pa.array(mask))
+        return table if columns is None else table.select(columns)
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            tables = list(pool.map(one, paths))
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except Exception as exc:
+        raise ValueError(f"cannot read shard {shard} of {shards} under {storage.root}: {exc}") from exc
