@@ -10,12 +10,15 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from purchasing_power.notify import CHAMPION_KEPT, TASK_FAILED, WebhookNotifier
-from purchasing_power.settings import DEFAULT_EMBED_MODEL
+from purchasing_power.settings import DEFAULT_EMBED_MODEL, feature_shards_from_env
 from purchasing_power.storage import PREDICTIONS_ASSET
 
 # Identified by name only: its identity must not change with the storage root of whichever
 # process parses the DAG (an Asset whose URI changes is marked inactive and fails the task).
 PREDICTIONS = Asset(name=PREDICTIONS_ASSET)
+# Customer shards of the features step (PURCHASING_POWER_FEATURE_SHARDS; the same on the
+# dag-processor and every worker): > 1 maps feature_stats and feature_part over them.
+FEATURE_SHARDS = feature_shards_from_env()
 
 DOC = """
 # Purchasing power — daily
@@ -50,7 +53,11 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
   with a `reason` in `quarantine/ds=D/` (read = clean + quarantined); user texts likewise.
 * **embed_plan / embed** split the product and user texts never seen before into shards and embed
   each shard in a mapped task (queue and pool `gpu`) into a content-addressed cache.
-* **features** point-in-time features as of D (nothing at or after D+1 00:00).
+* **features** point-in-time features as of D (nothing at or after D+1 00:00). With
+  `PURCHASING_POWER_FEATURE_SHARDS` = N > 1 (set where the Dag is parsed and on every worker) it
+  runs as **feature_stats ×N → feature_part ×N → features**: mapped over N customer shards (a
+  stable hash of the id), each holding only its customers' rows, so Celery workers share the
+  day; features then joins the parts. Any N gives the same features and predictions.
 * **train / evaluate / gate** fit candidates on the anchor day (every 30 days) from closed snapshots,
   compare them with BG/NBD, recency and the champion on the latest closed window, and promote
   only if they win; otherwise the champion stays and `metrics.json` says why. On the other days
@@ -214,13 +221,26 @@ def purchasing_power_daily():
 
         return run_embed_shard(shard, **_when())
 
+    @task(trigger_rule="none_failed", doc_md="One customer shard's part of the day's feature plan (customers, products, countries, RFM summary).")
+    def feature_stats(shard: int) -> str:
+        from purchasing_power.pipeline import run_feature_shard
+
+        return run_feature_shard("feature_stats", shard, **_when())
+
+    @task(doc_md="One customer shard's features under the plan of every shard's stats.")
+    def feature_part(shard: int) -> str:
+        from purchasing_power.pipeline import run_feature_shard
+
+        return run_feature_shard("feature_part", shard, **_when())
+
     @task(trigger_rule="none_failed")
     def features(_: object) -> list[str]:
-        """Point-in-time customer features as of the end of D; returns [its report] when the
-        day's anchor still needs a model, [] when it is decided (train then maps to nothing)."""
+        """Point-in-time customer features as of the end of D (sharded: the shards' parts
+        joined); returns [its report] when the day's anchor still needs a model, [] when it is
+        decided (train then maps to nothing)."""
         from purchasing_power.pipeline import run_features
 
-        return run_features(**_when())
+        return run_features(**_when(), combine=FEATURE_SHARDS > 1)
 
     # Mapped over features' answer: zero instances (skipped, no process) once the anchor is
     # decided. One instance at a time across runs: concurrent days of one undecided anchor (a
@@ -258,8 +278,15 @@ def purchasing_power_daily():
         get_current_context()["outlet_events"][PREDICTIONS].extra = extra
         return path
 
-    shards = embed.expand(shard=embed_plan(clean(extract())))
-    fitted = train.expand(features_report=features(shards))
+    embedded = embed.expand(shard=embed_plan(clean(extract())))
+    if FEATURE_SHARDS > 1:
+        stats = feature_stats.expand(shard=list(range(FEATURE_SHARDS)))
+        parts = feature_part.expand(shard=list(range(FEATURE_SHARDS)))
+        embedded >> stats >> parts
+        day_features = features(parts)
+    else:
+        day_features = features(embedded)
+    fitted = train.expand(features_report=day_features)
     publish(score(gate(evaluate(fitted))))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 from purchasing_power.schemas import TEXT_PREFIX, USER_TEXT_PREFIX
 from purchasing_power.storage import Storage
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 RANKED = ("recency_days", "n_purchase_days", "pdays_90d", "spend_365d", "tenure_days")
 REPURCHASE_PRIOR = 0.5  # the follow-up rate assumed while no purchase day's window has closed
 REPURCHASE_PRIOR_WEIGHT = 5.0  # weight (in purchase days) of the population's rate in the smoothed per-customer and per-product rates
-_FRAMES = ("products", "countries", "summary", "scalars")
 
 
 @dataclass
@@ -46,6 +45,9 @@ class ShardStats:
     again_n: int  # closed purchase days
     summary: pd.DataFrame  # btyd.rfm_summary of the shard's customers (netted-out ones included)
 
+    #: the Parquet frames :meth:`write` stores, one file each
+    FRAMES: ClassVar[tuple[str, ...]] = ("scalars", "countries", "products", "summary")
+
     @classmethod
     def empty(cls, id_dtype: str) -> ShardStats:
         import pandas as pd
@@ -57,24 +59,30 @@ class ShardStats:
                                  "again_n": pd.Series(dtype="int64")}, index=pd.Index([], dtype=object, name="stock_code"))
         return cls(0, pd.NaT, pd.Series(dtype="int64", index=pd.Index([], dtype=object, name="country")), products, 0.0, 0, summary)
 
-    # -- between tasks: one folder of Parquet files per shard --------------------------------
-    def write(self, storage: Storage, folder: str) -> None:
+    # -- between tasks: one Parquet file per frame, ``path(frame)`` --------------------------
+    def write(self, storage: Storage, path: Callable[[str], str]) -> None:
         import pandas as pd
 
         scalars = pd.DataFrame({"customers": [self.customers], "history_start": [self.history_start],
                                 "again_sum": [self.again_sum], "again_n": [self.again_n]})
         frames = {"products": self.products.reset_index(), "countries": self.country_lines.rename("lines").reset_index(),
                   "summary": self.summary.reset_index(), "scalars": scalars}
-        for name in _FRAMES:
-            storage.write_parquet(frames[name], f"{folder}/{name}.parquet")
+        for name in self.FRAMES:
+            storage.write_parquet(frames[name], path(name))
 
     @classmethod
-    def read(cls, storage: Storage, folder: str) -> ShardStats:
-        f = {name: storage.read_parquet(f"{folder}/{name}.parquet") for name in _FRAMES}
+    def read(cls, storage: Storage, path: Callable[[str], str], frames: tuple[str, ...] | None = None) -> ShardStats:
+        """What :meth:`write` stored; ``frames``: only these (the others are left empty)."""
+        import pandas as pd
+
+        f = {name: storage.read_parquet(path(name)) for name in frames or cls.FRAMES}
         s = f["scalars"].iloc[0]
+        none = pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "stock_code": pd.Series(dtype=object),
+                             "country": pd.Series(dtype=object), "lines": pd.Series(dtype="int64")})
         return cls(customers=int(s["customers"]), history_start=s["history_start"],
-                   country_lines=f["countries"].set_index("country")["lines"], products=f["products"].set_index("stock_code"),
-                   again_sum=float(s["again_sum"]), again_n=int(s["again_n"]), summary=f["summary"].set_index("customer_id"))
+                   country_lines=f.get("countries", none).set_index("country")["lines"],
+                   products=f["products"].set_index("stock_code"), again_sum=float(s["again_sum"]), again_n=int(s["again_n"]),
+                   summary=f.get("summary", none[["customer_id"]]).set_index("customer_id"))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from purchasing_power.compact import CODED, FEATURE_COLUMNS, compact_history
 from purchasing_power.features import build_features
 from purchasing_power.settings import Settings
-from purchasing_power.storage import CLEAN_FILE, FEATURES_FILE, TEXTS_CLEAN_FILE, Workspace
+from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, TEXTS_CLEAN_FILE, Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -36,12 +36,17 @@ def load_clean_history(
     through ``day``), concatenated in day order; ``columns``: only these; ``dictionary``: these
     text columns as categoricals."""
     store = Workspace.for_settings(settings).per_source
-    last = through or day
-    days = [d for d in store.list_days("clean", CLEAN_FILE) if d <= last]
-    if last not in days:
-        raise FileNotFoundError(f"no clean partition for {last} under {store.path('clean')}: run clean first")
-    days = [d for d in days if since is None or d >= since]
-    return store.read_parquet_many([store.path("clean", d, CLEAN_FILE) for d in days], columns=columns, dictionary=dictionary)
+    return store.read_parquet_many(clean_paths(settings, through or day, since), columns=columns, dictionary=dictionary)
+
+
+def clean_paths(settings: Settings, day: date, since: date | None = None) -> list[str]:
+    """The daily clean partitions of ``since`` (default: the first) through ``day``, in day
+    order (``day``'s must exist)."""
+    store = Workspace.for_settings(settings).per_source
+    days = [d for d in store.list_days("clean", CLEAN_FILE) if d <= day]
+    if day not in days:
+        raise FileNotFoundError(f"no clean partition for {day} under {store.path('clean')}: run clean first")
+    return [store.path("clean", d, CLEAN_FILE) for d in days if since is None or d >= since]
 
 
 def load_user_texts(settings: Settings, day: date) -> pd.DataFrame | None:
@@ -167,8 +172,32 @@ class RunData:
 
         return self.tx[self.tx["invoice_ts"] < pd.Timestamp(anchor) + pd.Timedelta(days=1)]
 
+    def shard_history(self, shard: int) -> pd.DataFrame:
+        """The compact history (:func:`compact.compact_history`) of the customers in ``shard`` of
+        ``settings.feature_shards`` (:mod:`purchasing_power.shards`), read from the daily clean
+        partitions through the run's day: the rows one sharded features task holds."""
+        from purchasing_power.shards import read_shard
+
+        cols = [*FEATURE_COLUMNS, *(("description",) if self.settings.use_text else ())]
+        text = [*CODED, *(("description",) if self.settings.use_text else ())]
+        tx = read_shard(self.ws.per_source, clean_paths(self.settings, self.day), shard, self.settings.feature_shards,
+                        columns=cols, dictionary=text)
+        return compact_history(tx, description=self.settings.use_text)
+
     def feature_path(self, as_of: date) -> str:
         return self.ws.per_source.path("features", as_of, FEATURES_FILE.format(text_key=self.text_key))
+
+    def feature_part_path(self, shard: int, part: str) -> str:
+        """Where sharded features tasks of the run's day hand on ``part`` of ``shard``."""
+        name = FEATURE_PART_FILE.format(text_key=self.text_key, shard=shard, shards=self.settings.feature_shards, part=part)
+        return self.ws.per_source.path("feature_shards", self.day, name)
+
+    def store_features(self, as_of: date, f: pd.DataFrame) -> str:
+        """Store (and keep) features computed elsewhere (the sharded features tasks)."""
+        path = self.feature_path(as_of)
+        self.ws.per_source.write_parquet(f.reset_index(), path)
+        self._features[as_of] = f
+        return path
 
     def features(self, as_of: date, *, refresh: bool = False, keep: bool = True) -> pd.DataFrame:
         """Point-in-time features at ``as_of``, stored once computed (they depend only on data
@@ -183,7 +212,7 @@ class RunData:
         else:
             product = self.vectors if self.settings.use_text else None
             user = (self.texts, self.vectors) if self.user_text else None
-            f = build_features(self.feature_history(), as_of, product, user_texts=user)
+            f = build_features(self.feature_history(), as_of, product, user_texts=user, shards=self.settings.feature_shards)
             store.write_parquet(f.reset_index(), path)
         if keep:
             self._features[as_of] = f

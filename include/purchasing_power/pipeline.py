@@ -79,7 +79,8 @@ def run_all(
     timings: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """Run every stage in order in this process (for notebooks and benchmarks; the DAG runs
-    the same functions as separate tasks). ``params``: run conf (the DAG's Params only);
+    the same functions as separate tasks; with ``feature_shards`` > 1 the features step runs as
+    the DAG's feature_stats and feature_part of each shard, then features joining them). ``params``: run conf (the DAG's Params only);
     ``overrides``: any other settings, from code. ``timings``, when given, receives seconds per stage."""
     import time
 
@@ -88,12 +89,23 @@ def run_all(
         params["day"] = day.isoformat()
     out: dict[str, str] = {}
     skipped: set[str] = set()
+    shards = int(settings_for(params, overrides).feature_shards)
     for name in STAGES:
         if name in skipped:
             continue
+        if name == "features" and shards > 1:  # as the DAG: the mapped shard steps, then the join
+            for step in ("feature_stats", "feature_part"):
+                t0 = time.perf_counter()
+                for k in range(shards):
+                    out[f"{step}-{k:03d}"] = run_feature_shard(step, k, params, overrides=overrides)
+                if timings is not None:
+                    timings[step] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         try:
-            out[name] = run_stage(name, params, overrides=overrides)
+            if name == "features":
+                out[name] = run_stage(name, params, overrides=overrides, combine=shards > 1)
+            else:
+                out[name] = run_stage(name, params, overrides=overrides)
         except NothingToDo as exc:  # as in the DAG: the stage and the ones that only follow it skip
             log.info("%s skipped: %s", name, exc)
             skipped.update(SKIPPED_WITH.get(name, ()))
@@ -111,12 +123,24 @@ def run_embed_plan(params: Mapping[str, Any] | None, logical_date: datetime | No
 
 
 def run_features(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None,
-                 *, run_id: str | None = None, overrides: Mapping[str, Any] | None = None) -> list[str]:
-    """The DAG's ``features`` task: build the day's features and return what ``train`` maps
-    over: ``[report path]`` when the day's anchor still needs a model, ``[]`` when it is
-    decided (train, evaluate and gate are then skipped without starting a process)."""
-    path, report = run_stage_report("features", params, logical_date, run_after, run_id=run_id, overrides=overrides)
+                 *, run_id: str | None = None, overrides: Mapping[str, Any] | None = None, combine: bool = False) -> list[str]:
+    """The DAG's ``features`` task: build the day's features (``combine``: join the parts of the
+    sharded features tasks) and return what ``train`` maps over: ``[report path]`` when the
+    day's anchor still needs a model, ``[]`` when it is decided (train, evaluate and gate are
+    then skipped without starting a process)."""
+    path, report = run_stage_report("features", params, logical_date, run_after, run_id=run_id, overrides=overrides, combine=combine)
     return [path] if report["needs_training"] else []
+
+
+def run_feature_shard(step: str, shard: int, params: Mapping[str, Any] | None, logical_date: datetime | None = None,
+                      run_after: datetime | None = None, *, run_id: str | None = None,
+                      overrides: Mapping[str, Any] | None = None) -> str:
+    """The DAG's mapped ``feature_stats`` / ``feature_part`` task for customer shard ``shard``;
+    its report is ``runs/ds=D/<step>-<shard>.json``."""
+    if step not in ("feature_stats", "feature_part"):
+        raise ValueError(f"unknown sharded features step {step!r}")
+    return run_stage(step, params, logical_date, run_after, report_name=f"{step}-{int(shard):03d}", shard=int(shard),
+                     run_id=run_id, overrides=overrides)
 
 
 def run_publish(params: Mapping[str, Any] | None, logical_date: datetime | None = None, run_after: datetime | None = None,

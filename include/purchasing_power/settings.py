@@ -54,6 +54,7 @@ _ALIASES = {"model": "embed_model"}
 
 #: Modes of the day's volume check (see ``checks.volume_check``).
 VOLUME_CHECKS = ("off", "warn", "fail")
+MAX_FEATURE_SHARDS = 256  # the most customer shards the features step may use
 
 #: Compute precisions of the embed stage (see ``embedding.resolve_precision``).
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -73,6 +74,7 @@ class Settings:
     embed_batch_size: int = 256
     embed_threads: int = 0  # 0: one per available core
     embed_shard_texts: int = 20000  # most new texts per mapped embed task
+    feature_shards: int = 1  # customer shards of the features step: > 1 runs them as mapped tasks (one worker each) and bounds memory; env PURCHASING_POWER_FEATURE_SHARDS
     force_retrain: bool = False
     seed: int = 42
     retrain_every_days: int = 30  # models are fitted on anchor days: every N days on a fixed grid
@@ -127,6 +129,8 @@ class Settings:
             kw["tier_export"] = env["PURCHASING_POWER_TIER_EXPORT"].strip()
         if env.get("PURCHASING_POWER_ALERTS_CONN"):
             kw["alerts_conn"] = env["PURCHASING_POWER_ALERTS_CONN"].strip()
+        if env.get("PURCHASING_POWER_FEATURE_SHARDS", "").strip():
+            kw["feature_shards"] = _coerce("feature_shards", env["PURCHASING_POWER_FEATURE_SHARDS"].strip(), 0)
         if env.get("PURCHASING_POWER_NON_SALE_CODES", "").strip():
             kw["non_sale_codes"] = _parse_codes(env["PURCHASING_POWER_NON_SALE_CODES"])
         return cls(**kw).validated()
@@ -191,6 +195,8 @@ class Settings:
             raise ValueError(f"volume_check must be {', '.join(VOLUME_CHECKS)}, got {self.volume_check!r}")
         if not 0 <= float(self.volume_min_share) <= 1 or int(self.volume_window_days) < 1:
             raise ValueError("volume_min_share must be a fraction and volume_window_days >= 1")
+        if not 1 <= int(self.feature_shards) <= MAX_FEATURE_SHARDS:
+            raise ValueError(f"feature_shards must be within 1..{MAX_FEATURE_SHARDS}, got {self.feature_shards}")
         if int(self.training_max_rows) < 0:
             raise ValueError("training_max_rows must be >= 0 (0: no bound)")
         if int(self.recalibration_windows) < 0:
@@ -243,6 +249,14 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def feature_shards_from_env(env: Mapping[str, str] | None = None) -> int:
+    """``PURCHASING_POWER_FEATURE_SHARDS``, validated (1 when unset): the DAG's shape reads it
+    when the file is parsed (the features step as one task, or as mapped tasks over the shards)."""
+    env = os.environ if env is None else env
+    raw = env.get("PURCHASING_POWER_FEATURE_SHARDS", "").strip()
+    return int(Settings(feature_shards=_coerce("feature_shards", raw, 0) if raw else 1).validated().feature_shards)
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

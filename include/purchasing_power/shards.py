@@ -14,6 +14,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from purchasing_power.settings import MAX_FEATURE_SHARDS
 from purchasing_power.storage import Storage, strip_conn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: pandas' default hash key, spelled out: the buckets must not follow a library default.
 HASH_KEY = "0123456789123456"
-MAX_SHARDS = 256
+MAX_SHARDS = MAX_FEATURE_SHARDS
 
 
 def check_shards(shard: int, shards: int) -> None:

@@ -25,6 +25,8 @@ STAGES: dict[str, str] = {
 EXTRA_STAGES: dict[str, str] = {
     "embed_plan": "purchasing_power.stages.embed:plan_day",
     "embed_shard": "purchasing_power.stages.embed:embed_shard",
+    "feature_stats": "purchasing_power.stages.features:feature_stats_day",  # feature_shards > 1: mapped over the shards
+    "feature_part": "purchasing_power.stages.features:feature_part_day",  # idem, then features(combine=True)
     "export_tier": "purchasing_power.stages.export:export_tier_day",  # the export Dag's, on a predictions event
 }
 
