@@ -167,3 +167,28 @@ def test_the_export_dag_is_scheduled_on_the_predictions_asset(dagbag):
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["purchasing_power_predictions"]
     assert [t.task_id for t in dag.tasks] == ["export_high_tier"]
     assert dag.doc_md and "high" in dag.doc_md
+
+
+def test_sharded_features_map_over_the_customer_shards(monkeypatch):
+    """PURCHASING_POWER_FEATURE_SHARDS=4: features runs as feature_stats x4 -> feature_part x4 ->
+    features (the join); everything else keeps its place."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    monkeypatch.setenv("PURCHASING_POWER_FEATURE_SHARDS", "4")
+    dag = DagBag(dag_folder=str(DAGS / "purchasing_power_daily.py")).dags[DAG_ID]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order == STAGES[:4] + ["feature_stats", "feature_part"] + STAGES[4:]
+    for name in ("feature_stats", "feature_part"):
+        task = dag.get_task(name)
+        assert isinstance(task, MappedOperator) and task.op_kwargs_expand_input.value == {"shard": [0, 1, 2, 3]}, name
+        assert task.doc_md and task.execution_timeout is not None
+    assert dag.get_task("feature_stats").upstream_task_ids == {"embed"}
+    assert dag.get_task("feature_stats").trigger_rule == "none_failed"  # runs when no text needed embedding
+    assert dag.get_task("feature_part").upstream_task_ids == {"feature_stats"}
+    assert dag.get_task("features").upstream_task_ids == {"feature_part"}
+    assert "feature_stats ×N → feature_part ×N → features" in dag.doc_md
+
+    monkeypatch.setenv("PURCHASING_POWER_FEATURE_SHARDS", "0")
+    bad = DagBag(dag_folder=str(DAGS / "purchasing_power_daily.py"))
+    assert any("feature_shards must be within 1..256" in err for err in bad.import_errors.values()), bad.import_errors

@@ -7,7 +7,10 @@ backend, in a dedicated database ``pp_celery_test`` that the test recreates), th
 ``dag-processor`` and one ``airflow celery worker --queues default,gpu``, as in
 docker-compose.yaml. The test triggers one run for a small demo source and waits for it, then
 checks from the metadata DB and from Celery's own result table that ``embed`` was sent to the
-``gpu`` queue (and the gpu pool) while every other task went to ``default``.
+``gpu`` queue (and the gpu pool) while every other task went to ``default``. The features step
+is sharded (``PURCHASING_POWER_FEATURE_SHARDS=2``: feature_stats and feature_part mapped over two
+customer shards, each instance a Celery message of its own), and the run publishes the very
+predictions an unsharded run of the same day in one process publishes.
 
 The services are what CI has (and this machine kind starts before a session). When either one
 does not answer, the test fails and says so; it never skips. Override the endpoints with
@@ -155,7 +158,7 @@ def _api_healthy(port: int) -> bool:
         return False
 
 
-def test_dag_run_under_celery_sends_embed_to_the_gpu_queue(tmp_path):
+def test_dag_run_under_celery_sends_embed_to_the_gpu_queue(tmp_path, monkeypatch):
     t_start = time.monotonic()
     _require_tcp(PG_HOST, PG_PORT, "PostgreSQL")
     redis_host, redis_port = REDIS_URL.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
@@ -203,6 +206,7 @@ def test_dag_run_under_celery_sends_embed_to_the_gpu_queue(tmp_path):
         AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()),
         PURCHASING_POWER_STORAGE=str(storage),
         PURCHASING_POWER_EMBED_DEVICE="cpu",
+        PURCHASING_POWER_FEATURE_SHARDS="2",
         PYTHONPATH=os.pathsep.join(p for p in [str(ROOT / "include"), os.environ.get("PYTHONPATH", "")] if p),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
@@ -284,6 +288,19 @@ def test_dag_run_under_celery_sends_embed_to_the_gpu_queue(tmp_path):
         import pandas as pd
 
         assert len(pd.read_parquet(pred)) > 0
+
+        # the sharded features step: two instances of each mapped step, and the predictions of
+        # an unsharded run of the same day (in this process, on storage of its own)
+        for step in ("feature_stats", "feature_part"):
+            assert sorted((r[1], r[2]) for r in rows if r[0] == step) == [(0, "success"), (1, "success")], rows
+        from purchasing_power.pipeline import run_all
+
+        monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "unsharded"))
+        monkeypatch.setenv("PURCHASING_POWER_EMBED_DEVICE", "cpu")
+        monkeypatch.delenv("PURCHASING_POWER_FEATURE_SHARDS", raising=False)
+        run_all({"source": str(source)}, DAY)
+        alone = tmp_path / "unsharded" / "predictions" / f"ds={DAY}" / "predictions.parquet"
+        assert alone.read_bytes() == pred.read_bytes(), "sharded (Celery) and unsharded (one process) predictions differ"
         print(f"\nCelery run: services ready in {t_ready - t_start:.0f} s, Dag run {t_run:.0f} s, "
               f"total {time.monotonic() - t_start:.0f} s")
     finally:

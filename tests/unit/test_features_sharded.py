@@ -1,0 +1,129 @@
+"""Features per customer shard give the very frame one pass over the whole history gives, and a
+run whose features step is sharded (the DAG's feature_stats / feature_part / features) publishes
+the very predictions of an unsharded run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from purchasing_power.clean import clean_frame
+from purchasing_power.demo.generator import generate_demo_transactions
+from purchasing_power.demo.reviews import generate_demo_reviews
+from purchasing_power.errors import MissingInput
+from purchasing_power.featureplan import ShardStats, plan_features
+from purchasing_power.features import build_features, prepare_lines, shard_stats
+from purchasing_power.shards import shard_of
+from purchasing_power.storage import Storage
+from purchasing_power.usertext import clean_texts_frame, normalise_text_dtypes
+
+AS_OF = (date(2024, 6, 30), date(2024, 12, 31))
+
+
+def _lookup(texts: list[str]) -> np.ndarray:
+    return np.array([[len(t), sum(map(ord, t)) % 97, t.count("A"), t.count(" ")] for t in texts], dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def demo() -> tuple[pd.DataFrame, pd.DataFrame]:
+    raw = generate_demo_transactions(n_customers=600, seed=11)
+    tx, _ = clean_frame(raw)
+    texts, _, _ = clean_texts_frame(normalise_text_dtypes(generate_demo_reviews(raw, seed=11)))
+    return tx, texts
+
+
+@pytest.mark.parametrize("shards", [2, 3, 8])
+def test_any_number_of_shards_gives_the_same_features(demo, shards):
+    tx, texts = demo
+    for as_of in AS_OF:
+        whole = build_features(tx, as_of, _lookup, user_texts=(texts, _lookup))
+        sharded = build_features(tx, as_of, _lookup, user_texts=(texts, _lookup), shards=shards)
+        assert len(whole) > 300 and whole.shape[1] > 80
+        assert any(c.startswith("txt_") for c in whole) and whole.filter(like="utxt_").abs().sum().sum() > 0
+        pd.testing.assert_frame_equal(sharded, whole, check_exact=True)
+
+
+def test_text_ids_and_more_shards_than_customers(demo):
+    tx, _ = demo
+    few = tx[tx["customer_id"].isin(tx["customer_id"].drop_duplicates().iloc[:5])]
+    spelled = few.assign(customer_id="c-" + few["customer_id"].astype(str))
+    for frame in (few, spelled):
+        whole = build_features(frame, AS_OF[1], _lookup)
+        assert len(whole) == 5
+        pd.testing.assert_frame_equal(build_features(frame, AS_OF[1], _lookup, shards=16), whole, check_exact=True)
+
+
+def test_a_snapshot_wide_quantity_really_comes_from_every_shard(demo):
+    """Computing a shard's features under its own plan (not every shard's) changes them: the
+    plan is what makes the parts agree, and the test above would catch a shard ignoring it."""
+    tx, _ = demo
+    buckets = shard_of(tx["customer_id"].to_numpy(), 3)
+    lines = prepare_lines(tx[buckets == 0].reset_index(drop=True), AS_OF[1])
+    own = plan_features(AS_OF[1], [shard_stats(lines)])
+    every = plan_features(AS_OF[1], [shard_stats(prepare_lines(tx[buckets == k].reset_index(drop=True), AS_OF[1])) for k in range(3)])
+    assert own.customers < every.customers and not own.popularity.equals(every.popularity)
+
+
+def test_shard_stats_survive_the_trip_through_storage(demo, tmp_path):
+    tx, _ = demo
+    stats = shard_stats(prepare_lines(tx, AS_OF[0]))
+    store = Storage.at(str(tmp_path))
+    stats.write(store, lambda part: str(tmp_path / f"{part}.parquet"))
+    back = ShardStats.read(store, lambda part: str(tmp_path / f"{part}.parquet"))
+    assert back.customers == stats.customers and back.again_n == stats.again_n and back.again_sum == stats.again_sum
+    assert back.history_start == stats.history_start
+    pd.testing.assert_frame_equal(back.products, stats.products)
+    pd.testing.assert_series_equal(back.country_lines, stats.country_lines, check_names=False)
+    pd.testing.assert_frame_equal(back.summary, stats.summary)
+    a, b = plan_features(AS_OF[0], [stats]), plan_features(AS_OF[0], [back])
+    assert (a.main_country, a.repurchase_prior) == (b.main_country, b.repurchase_prior)
+    pd.testing.assert_series_equal(a.product_repurchase, b.product_repurchase)
+
+
+# -- a whole run ----------------------------------------------------------------------------------
+DAY = date(2024, 3, 20)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> str:
+    from purchasing_power.demo import write_demo_source
+
+    path = tmp_path_factory.mktemp("src") / "transactions.parquet"
+    return write_demo_source(str(path), n_customers=150, start=date(2023, 6, 1), end=date(2024, 3, 31), seed=3)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sharded_run_publishes_the_predictions_of_an_unsharded_one(tmp_path, source, monkeypatch):
+    from purchasing_power.pipeline import run_all, run_stage
+
+    params = {"source": source}
+    runs = {}
+    for name, shards in (("one", 1), ("three", 3)):
+        monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / name))
+        runs[name] = run_all(params, DAY, overrides={"use_text": False, "feature_shards": shards})
+    three = runs["three"]
+    assert {f"feature_stats-{k:03d}" for k in range(3)} | {f"feature_part-{k:03d}" for k in range(3)} <= set(three)
+    assert json.loads(Path(three["features"]).read_text())["feature_shards"] == 3
+    assert sum(json.loads(Path(three[f"feature_part-{k:03d}"]).read_text())["customers"] for k in range(3)) == \
+        json.loads(Path(three["features"]).read_text())["customers"]
+    one_dir, three_dir = tmp_path / "one", tmp_path / "three"
+    for rel in (f"predictions/ds={DAY}/predictions.parquet",):
+        assert _sha(one_dir / rel) == _sha(three_dir / rel), rel
+    day_features = sorted(three_dir.glob(f"sources/*/features/ds={DAY}/features-*.parquet"))
+    assert len(day_features) == 1
+    assert _sha(day_features[0]) == _sha(next(one_dir.glob(f"sources/*/features/ds={DAY}/features-*.parquet")))
+    assert not list(three_dir.glob("sources/*/feature_shards/*/*.parquet")), "the parts are removed once joined"
+
+    # the join without the shards' parts says which tasks to clear
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(three_dir))
+    with pytest.raises(MissingInput, match="clear the day's feature_stats tasks"):
+        run_stage("features", {**params, "day": DAY.isoformat()}, overrides={"use_text": False, "feature_shards": 3}, combine=True)

@@ -1,0 +1,70 @@
+"""Customer shards: a stable bucket per id, and reading one bucket's rows of daily files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from purchasing_power.shards import read_shard, shard_of
+from purchasing_power.storage import Storage
+
+
+def test_buckets_are_pinned_for_integer_and_text_ids():
+    # fixed here on purpose: a library upgrade that moved customers between shards must fail
+    ints = shard_of(np.array([0, 1, 12346, 17850, 10**12], dtype=np.int64), 8)
+    texts = shard_of(np.array(["C-0001", "alice@example.com", "17850", "Ünïcode"], dtype=object), 8)
+    assert ints.tolist() == PINNED_INTS
+    assert texts.tolist() == PINNED_TEXTS
+
+
+PINNED_INTS = [0, 5, 7, 6, 7]
+PINNED_TEXTS = [7, 1, 7, 5]
+
+
+def test_same_id_same_bucket_whatever_the_container_and_order():
+    ids = np.arange(5000, dtype=np.int64)
+    b = shard_of(ids, 7)
+    assert b.dtype == np.int64 and b.min() >= 0 and b.max() < 7
+    perm = np.random.default_rng(0).permutation(len(ids))
+    assert (shard_of(ids[perm], 7) == b[perm]).all()
+    assert (shard_of(pd.Series(ids), 7) == b).all() and (shard_of(pd.Index(ids), 7) == b).all()
+    assert (shard_of(ids.astype(np.int32), 7) == b).all(), "int32 and int64 ids hash alike"
+    # every bucket gets a fair share
+    counts = np.bincount(b, minlength=7)
+    assert counts.min() > 0.8 * len(ids) / 7 and counts.max() < 1.2 * len(ids) / 7, counts
+
+
+def test_one_shard_is_everyone_and_bad_input_is_refused():
+    assert (shard_of(np.array(["a", "b"], dtype=object), 1) == 0).all()
+    with pytest.raises(ValueError, match="within 1..256"):
+        shard_of(np.array([1]), 0)
+    with pytest.raises(ValueError, match="float"):
+        shard_of(np.array([1.0, 2.0]), 4)
+    with pytest.raises(ValueError, match="missing"):
+        shard_of(np.array(["a", None], dtype=object), 4)
+
+
+@pytest.mark.parametrize("text_ids", [False, True])
+def test_read_shard_keeps_each_shards_rows_in_order_and_loses_none(tmp_path, text_ids):
+    rng = np.random.default_rng(1)
+    store = Storage.at(str(tmp_path))
+    paths, frames = [], []
+    for i in range(5):
+        ids = rng.integers(1, 300, 400)
+        df = pd.DataFrame({"customer_id": ids.astype(str).astype(object) if text_ids else ids, "row": np.arange(400) + 1000 * i,
+                           "stock_code": rng.choice(["A", "B", "C"], 400)})
+        path = str(tmp_path / f"day{i}.parquet")
+        df.to_parquet(path, index=False)
+        paths.append(path)
+        frames.append(df)
+    whole = pd.concat(frames, ignore_index=True)
+    got = [read_shard(store, paths, k, 4, columns=["row", "stock_code"], dictionary=["stock_code"]) for k in range(4)]
+    buckets = shard_of(whole["customer_id"].to_numpy(), 4)
+    for k, part in enumerate(got):
+        assert list(part.columns) == ["row", "stock_code"]
+        assert part["row"].tolist() == whole["row"][buckets == k].tolist(), "a shard's rows, in file and row order"
+        assert isinstance(part["stock_code"].dtype, pd.CategoricalDtype)
+    assert sum(len(p) for p in got) == len(whole)
+    with pytest.raises(ValueError, match="shard must be within 0..3"):
+        read_shard(store, paths, 4, 4)
