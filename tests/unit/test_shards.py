@@ -68,3 +68,13 @@ def test_read_shard_keeps_each_shards_rows_in_order_and_loses_none(tmp_path, tex
     assert sum(len(p) for p in got) == len(whole)
     with pytest.raises(ValueError, match="shard must be within 0..3"):
         read_shard(store, paths, 4, 4)
+
+
+def test_the_setting_comes_from_the_environment_and_is_validated():
+    from purchasing_power.settings import Settings, feature_shards_from_env
+
+    assert Settings.from_env({"PURCHASING_POWER_FEATURE_SHARDS": "4"}).feature_shards == 4
+    assert feature_shards_from_env({}) == 1 and feature_shards_from_env({"PURCHASING_POWER_FEATURE_SHARDS": " 8 "}) == 8
+    for bad, message in (("0", "within 1..256"), ("257", "within 1..256"), ("many", "must be an integer")):
+        with pytest.raises(ValueError, match=message):
+            feature_shards_from_env({"PURCHASING_POWER_FEATURE_SHARDS": bad})
