@@ -11,6 +11,13 @@ Airflow runs tasks: each stage in a fresh Python process
 ``--stages`` defaults to the stages that need no fitted model (extract, clean, embed, features);
 add ``train,evaluate,gate,score,publish`` to run an anchor day end to end. The storage and the
 sources live under ``--work`` (default ``.bench/scale``, outside git).
+
+``--feature-shards N`` (N > 1) also runs the day's features the sharded way, as the DAG does
+with ``PURCHASING_POWER_FEATURE_SHARDS=N``: ``feature_stats`` and ``feature_part`` of each shard
+and the joining ``features``, each in a fresh process (one after the other: on a cluster the
+shards' tasks run side by side on several workers), right after the unsharded ``features`` and on
+the same storage; it records each task's seconds and peak RSS and whether the joined features
+file is byte-identical to the unsharded one.
 """
 
 from __future__ import annotations
@@ -35,6 +42,35 @@ print("@@" + json.dumps({{"seconds": round(time.perf_counter() - t0, 2),
 """
 GENERATE = "from purchasing_power.demo import write_demo_source; write_demo_source(sys.argv[1], n_customers=int(sys.argv[2]))"
 STAGE = "from purchasing_power.pipeline import run_stage; run_stage(sys.argv[1], json.loads(sys.argv[2]))"
+SHARD_STEP = ("from purchasing_power.pipeline import run_feature_shard; "
+              "run_feature_shard(sys.argv[1], int(sys.argv[3]), json.loads(sys.argv[2]))")
+JOIN = "from purchasing_power.pipeline import run_stage; run_stage('features', json.loads(sys.argv[2]), combine=True)"
+
+
+def sharded_features(params: str, shards: int, storage: Path, env: dict[str, str]) -> dict[str, object]:
+    """The day's features as the sharded DAG computes them, each task in a fresh process, after
+    the unsharded features stage stored the day's features: per-task seconds and peak RSS, and
+    whether the joined file has the very bytes of the unsharded one."""
+    import hashlib
+
+    day = json.loads(params)["day"]
+    [path] = storage.glob(f"sources/*/features/ds={day}/features-*.parquet")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    env = dict(env, PURCHASING_POWER_FEATURE_SHARDS=str(shards))
+    out: dict[str, object] = {"shards": shards}
+    for step in ("feature_stats", "feature_part"):
+        out[step] = [measured(SHARD_STEP, step, params, str(k), env=env) for k in range(shards)]
+        print(f"  {step}: {out[step]}", flush=True)
+    out["features"] = measured(JOIN, "features", params, env=env)
+    tasks = [*out["feature_stats"], *out["feature_part"], out["features"]]
+    out["tasks_seconds_total"] = round(sum(t["seconds"] for t in tasks), 2)
+    # the elapsed time with one worker slot per shard: the slowest shard of each step, then the join
+    out["seconds_with_one_slot_per_shard"] = round(max(t["seconds"] for t in out["feature_stats"])
+                                                   + max(t["seconds"] for t in out["feature_part"]) + out["features"]["seconds"], 2)
+    out["max_peak_rss_mb"] = max(t["peak_rss_mb"] for t in tasks)
+    out["identical_to_unsharded"] = hashlib.sha256(path.read_bytes()).hexdigest() == before
+    print(f"  sharded features: {out['features']}, identical: {out['identical_to_unsharded']}", flush=True)
+    return out
 
 
 def measured(body: str, *args: str, env: dict[str, str]) -> dict[str, float]:
@@ -55,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--next-day", action="store_true", default=True,
                     help="then run the same stages for the following (ordinary) day on the same storage (default)")
     ap.add_argument("--no-next-day", dest="next_day", action="store_false")
+    ap.add_argument("--feature-shards", type=int, default=4, help="also run the sharded features tasks with N shards (1: not)")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     args = ap.parse_args(argv)
@@ -85,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["stages"][stage] = {"error": str(exc)[-500:]}
                 break
             print(f"  {row['stages'][stage]}", flush=True)
+            if stage == "features" and args.feature_shards > 1:
+                row["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
         if args.next_day and "error" not in json.dumps(row["stages"]):
             from datetime import date, timedelta
 
@@ -99,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                     row["next_day"]["stages"][stage] = {"error": str(exc)[-500:]}
                     break
                 print(f"  {row['next_day']['stages'][stage]}", flush=True)
+                if stage == "features" and args.feature_shards > 1:
+                    row["next_day"]["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
         results.append(row)
         Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                                               "measured_at": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2) + "\n")

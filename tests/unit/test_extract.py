@@ -659,3 +659,31 @@ def test_clean_in_day_batches_writes_what_one_pass_writes(tmp_path, monkeypatch)
     assert one["totals"] == many["totals"] and one["run_day"] == many["run_day"] and one["totals"]["read"] > 1000
     assert one["partitions_cleaned"] == many["partitions_cleaned"] > 60
     assert len(one_files) > 60 and one_files == many_files
+
+
+def test_the_first_day_writes_the_history_a_month_at_a_time_with_the_same_bytes(tmp_path, monkeypatch):
+    """extract reads the staged copy in windows of WINDOW_DAYS days (bounded memory on a first
+    day that extracts years): windows of a few days write the very partitions and manifest of
+    one window over everything, undated rows included."""
+    import purchasing_power.stages.extract as stage
+    from purchasing_power.demo import write_demo_source
+    from purchasing_power.settings import Settings
+    from purchasing_power.storage import RAW_MANIFEST
+
+    src = write_demo_source(str(tmp_path / "src" / "t.parquet"), n_customers=40, start=date(2024, 1, 1), end=date(2024, 4, 30), seed=2)
+    frame = pd.read_parquet(src)
+    frame.loc[frame.index[:7], "InvoiceDate"] = None  # undated rows, handed out to days
+    frame.to_parquet(src, index=False)
+    out = {}
+    calls = []
+    real = stage.read_staged
+    monkeypatch.setattr(stage, "read_staged", lambda *a: calls.append(a[1:]) or real(*a))
+    for name, window in (("one", 10_000), ("small", 5)):
+        monkeypatch.setattr(stage, "WINDOW_DAYS", window)
+        calls.clear()
+        settings = Settings(storage=str(tmp_path / name), source=src).validated()
+        extract_day(settings, date(2024, 4, 20))
+        out[name] = (len(calls), {p.relative_to(tmp_path / name).as_posix(): p.read_bytes()
+                                  for p in sorted((tmp_path / name).rglob("*")) if p.is_file() and ("raw" in p.parts or p.name == RAW_MANIFEST)})
+    assert out["one"][0] == 1 and out["small"][0] == 22, "108 days (01-04 .. 04-20) in windows of 5 days"
+    assert len(out["one"][1]) > 100 and out["one"][1] == out["small"][1]

@@ -34,7 +34,6 @@ from purchasing_power.schemas import raw_schema
 from purchasing_power.settings import Settings
 from purchasing_power.sources import SQL_CHUNK_ROWS, column_origin, day_ranges, is_sql_source, open_table, read_staged, read_undated, stage
 from purchasing_power.storage import RAW_FILE, RAW_MANIFEST, Storage, Workspace
-
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -42,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: The raw manifest's ``version`` of partitions read from a table.
 SQL_VERSION = "sql"
+#: extract writes the raw partitions of at most this many days from one read of the staged copy
+WINDOW_DAYS = 31
 
 
 def extract_day(settings: Settings, day: date) -> dict[str, Any]:
@@ -82,14 +83,28 @@ def extract_file_day(settings: Settings, day: date) -> dict[str, Any]:
     todo = [d for d in span if d == day or d not in existing or entries.get(d.isoformat(), {}).get("hash") != expected[d]]
     _forget(store, entries, known, todo)
 
-    rows = read_staged(index, todo[0], day)
-    groups = {d.date(): g for d, g in rows.groupby(rows["InvoiceDate"].dt.normalize(), sort=True)}
-    undated = read_undated(index) if keys else rows.iloc[0:0]
     schema = raw_schema(ids)  # the staged copy's id type: integer or text
-    write_day_partitions(store, "raw", RAW_FILE, todo, groups, rows.iloc[0:0], undated, handed, assigned, keys, expected,
-                         index["version"], schema, entries)
+    undated = read_undated(index) if keys else None
+    for window in _windows(todo):  # a month of the staged rows in memory at a time, not the history
+        rows = read_staged(index, window[0], window[-1])
+        groups = {d.date(): g for d, g in rows.groupby(rows["InvoiceDate"].dt.normalize(), sort=True)}
+        write_day_partitions(store, "raw", RAW_FILE, window, groups, rows.iloc[0:0], rows.iloc[0:0] if undated is None else undated,
+                             handed, assigned, keys, expected, index["version"], schema, entries)
+        del rows, groups
     write_manifest(store, RAW_MANIFEST, {"days": entries, "undated": assigned})  # last: commits the partitions
     return _report(settings, day, store, counts, index["version"], index["rows"], index["undated"], handed, todo, existing, first_day)
+
+
+def _windows(days: list[date]) -> list[list[date]]:
+    """``days`` (sorted) in runs whose first and last lie under :data:`WINDOW_DAYS` apart."""
+    span_days = WINDOW_DAYS
+    out: list[list[date]] = []
+    for d in days:
+        if out and (d - out[-1][0]).days < span_days:
+            out[-1].append(d)
+        else:
+            out.append([d])
+    return out
 
 
 def _staged_id_type(index: dict[str, Any]) -> str:
