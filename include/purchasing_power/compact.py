@@ -15,6 +15,15 @@ if TYPE_CHECKING:  # pragma: no cover
 # the text columns build_features groups by, held as codes (see compact_history)
 CODED = ("invoice_no", "stock_code", "country")
 CODE_VALUES = "code_values"  # compact_history's attrs key: {coded column: its texts in code order}
+
+
+class CodeValues(dict):
+    """``attrs[CODE_VALUES]``: pandas deep-copies a frame's ``attrs`` into the result of every
+    operation; these arrays are never changed once made, so every copy shares them (a deep copy
+    of millions of texts per groupby would cost more than the features)."""
+
+    def __deepcopy__(self, memo: dict) -> CodeValues:
+        return self
 FEATURE_COLUMNS = ("customer_id", "invoice_ts", "line_value", "quantity", "unit_price", "is_cancellation", *CODED)
 
 
@@ -74,7 +83,7 @@ def compact_history(tx: pd.DataFrame, *, description: bool = True) -> pd.DataFra
         return tx
     if CODE_VALUES in tx.attrs:
         raise ValueError("a compact history lacks a column features read: " + ", ".join(sorted(set(cols) - set(tx.columns))))
-    out, values = {}, {}
+    out, values = {}, CodeValues()
     for c in cols:
         if c in CODED:
             codes, values[c] = codes_and_values(tx[c], empty_missing=c == "country")
