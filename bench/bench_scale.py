@@ -12,7 +12,10 @@ Airflow runs tasks: each stage in a fresh Python process
 add ``train,evaluate,gate,score,publish`` to run an anchor day end to end. The storage and the
 sources live under ``--work`` (default ``.bench/scale``, outside git).
 
-``--feature-shards N`` (N > 1) also runs the day's features the sharded way, as the DAG does
+``--start 2024-01-01`` generates the same customers with one year of history instead of two
+(the demo ends 2024-12-31): what an ordinary day costs for the length of the history.
+``--stages ...,features_sharded`` runs only the sharded features tasks (for a size whose
+unsharded features task would not fit in memory). ``--feature-shards N`` (N > 1) also runs the day's features the sharded way, as the DAG does
 with ``PURCHASING_POWER_FEATURE_SHARDS=N``: ``feature_stats`` and ``feature_part`` of each shard
 and the joining ``features``, each in a fresh process (one after the other: on a cluster the
 shards' tasks run side by side on several workers), right after the unsharded ``features`` and on
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_START = "2023-01-01"  # the demo generator's: two years of history
 MEASURE = """
 import json, resource, sys, time
 t0 = time.perf_counter()
@@ -40,7 +44,8 @@ t0 = time.perf_counter()
 print("@@" + json.dumps({{"seconds": round(time.perf_counter() - t0, 2),
                           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}))
 """
-GENERATE = "from purchasing_power.demo import write_demo_source; write_demo_source(sys.argv[1], n_customers=int(sys.argv[2]))"
+GENERATE = ("from datetime import date; from purchasing_power.demo import write_demo_source; "
+            "write_demo_source(sys.argv[1], n_customers=int(sys.argv[2]), start=date.fromisoformat(sys.argv[3]))")
 STAGE = "from purchasing_power.pipeline import run_stage; run_stage(sys.argv[1], json.loads(sys.argv[2]))"
 SHARD_STEP = ("from purchasing_power.pipeline import run_feature_shard; "
               "run_feature_shard(sys.argv[1], int(sys.argv[3]), json.loads(sys.argv[2]))")
@@ -54,8 +59,8 @@ def sharded_features(params: str, shards: int, storage: Path, env: dict[str, str
     import hashlib
 
     day = json.loads(params)["day"]
-    [path] = storage.glob(f"sources/*/features/ds={day}/features-*.parquet")
-    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    found = list(storage.glob(f"sources/*/features/ds={day}/features-*.parquet"))  # the unsharded stage's, if it ran
+    before = hashlib.sha256(found[0].read_bytes()).hexdigest() if found else None
     env = dict(env, PURCHASING_POWER_FEATURE_SHARDS=str(shards))
     out: dict[str, object] = {"shards": shards}
     for step in ("feature_stats", "feature_part"):
@@ -68,8 +73,10 @@ def sharded_features(params: str, shards: int, storage: Path, env: dict[str, str
     out["seconds_with_one_slot_per_shard"] = round(max(t["seconds"] for t in out["feature_stats"])
                                                    + max(t["seconds"] for t in out["feature_part"]) + out["features"]["seconds"], 2)
     out["max_peak_rss_mb"] = max(t["peak_rss_mb"] for t in tasks)
-    out["identical_to_unsharded"] = hashlib.sha256(path.read_bytes()).hexdigest() == before
-    print(f"  sharded features: {out['features']}, identical: {out['identical_to_unsharded']}", flush=True)
+    if before is not None:
+        [path] = found
+        out["identical_to_unsharded"] = hashlib.sha256(path.read_bytes()).hexdigest() == before
+    print(f"  sharded features: {out['features']}, identical: {out.get('identical_to_unsharded')}", flush=True)
     return out
 
 
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", default="25000,250000,1000000")
     ap.add_argument("--stages", default="extract,clean,embed,features")
+    ap.add_argument("--start", default=DEFAULT_START, help="the demo history's first day (it ends 2024-12-31): one year or two")
     ap.add_argument("--day", default="2024-12-15", help="the day the stages run for (the demo ends 2024-12-31)")
     ap.add_argument("--next-day", action="store_true", default=True,
                     help="then run the same stages for the following (ordinary) day on the same storage (default)")
@@ -94,27 +102,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feature-shards", type=int, default=4, help="also run the sharded features tasks with N shards (1: not)")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows of other sizes already in --out (a size run again replaces its row)")
     args = ap.parse_args(argv)
     work = Path(args.work).resolve()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "include"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    results = []
-    for n in (int(c) for c in args.customers.split(",")):
-        source = work / f"demo-{n}.parquet"
+    sizes = [int(c) for c in args.customers.split(",")]
+    kept = json.loads(Path(args.out).read_text())["results"] if args.append and Path(args.out).exists() else []
+    results = [r for r in kept if (r["customers"], r.get("history_from", DEFAULT_START)) not in {(n, args.start) for n in sizes}]
+    for n in sizes:
+        tag = f"{n}" if args.start == DEFAULT_START else f"{n}-from-{args.start}"
+        source = work / f"demo-{tag}.parquet"
         source.parent.mkdir(parents=True, exist_ok=True)
-        row: dict[str, object] = {"customers": n, "day": args.day}
+        row: dict[str, object] = {"customers": n, "history_from": args.start, "day": args.day}
         if not source.exists():
-            row["generate"] = measured(GENERATE, str(source), str(n), env=env)
+            row["generate"] = measured(GENERATE, str(source), str(n), args.start, env=env)
         row["source_mb"] = round(source.stat().st_size / 2**20, 1)
         import pyarrow.parquet as pq
 
         row["lines"] = pq.ParquetFile(source).metadata.num_rows
-        storage = work / f"storage-{n}"
+        storage = work / f"storage-{tag}"
         shutil.rmtree(storage, ignore_errors=True)  # a fresh deployment: the first day extracts and cleans the whole history
         stage_env = dict(env, PURCHASING_POWER_STORAGE=str(storage))
         params = json.dumps({"source": str(source), "day": args.day})
         row["stages"] = {}
         for stage in stages:
+            if stage == "features_sharded":  # only the sharded features tasks (a size whose unsharded task would not fit)
+                row["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
+                continue
             print(f"{n:,} customers: {stage} ...", flush=True)
             try:
                 row["stages"][stage] = measured(STAGE, stage, params, env=stage_env)
@@ -131,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             row["next_day"] = {"day": nxt, "stages": {}}
             params = json.dumps({"source": str(source), "day": nxt})
             for stage in stages:
+                if stage == "features_sharded":
+                    row["next_day"]["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
+                    continue
                 print(f"{n:,} customers, next day: {stage} ...", flush=True)
                 try:
                     row["next_day"]["stages"][stage] = measured(STAGE, stage, params, env=stage_env)
@@ -141,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 if stage == "features" and args.feature_shards > 1:
                     row["next_day"]["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
         results.append(row)
+        results.sort(key=lambda r: (r["customers"], r.get("history_from", DEFAULT_START)))
         Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                                               "measured_at": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -19,12 +19,17 @@ from datetime import date
 from typing import TYPE_CHECKING, Callable, ClassVar
 
 from purchasing_power.schemas import TEXT_PREFIX, USER_TEXT_PREFIX
+from purchasing_power.usertext import COUNT, COUNT_RECENT, DAYS_SINCE_LAST
 from purchasing_power.storage import Storage
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+#: the columns ``customer_features`` joins last (product text, then user text): the ranks and
+#: BG/NBD columns go before them
+TEXT_COLUMN_PREFIXES = (TEXT_PREFIX, USER_TEXT_PREFIX, COUNT, COUNT_RECENT, DAYS_SINCE_LAST)
 
 #: Features also given as the customer's percentile among the snapshot's customers (0..1):
 #: comparable across snapshots whatever the length of the history or the season.
@@ -130,7 +135,8 @@ def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: lis
     """The snapshot's features from the shards' ``features.customer_features`` frames and RFM
     summaries: concatenated in customer order, with the percentile ranks of :data:`RANKED` and
     the BG/NBD / Gamma-Gamma predictions (fitted on every customer's summary) before the text
-    columns."""
+    columns (product text, then user text). ``parts`` is emptied: each part's memory is freed
+    once the parts are joined (the join holds one copy of the features, not two)."""
     import pandas as pd
 
     from purchasing_power import btyd
@@ -138,12 +144,12 @@ def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: lis
     filled = [p for p in parts if len(p)]
     if not filled:
         return parts[0]
-    f = pd.concat(filled) if len(filled) > 1 else filled[0]
+    f = pd.concat(filled, copy=False) if len(filled) > 1 else filled[0]
+    parts.clear()
+    del filled
     if not f.index.is_monotonic_increasing:
         f = f.sort_index()
-    text = [c for c in f.columns if c.startswith((TEXT_PREFIX, USER_TEXT_PREFIX))]
-    base = f.drop(columns=text) if text else f
-    extra = {f"{col}_pct": base[col].rank(pct=True, method="average") for col in RANKED}
+    extra = {f"{col}_pct": f[col].rank(pct=True, method="average") for col in RANKED}
     summary = pd.concat(summaries) if len(summaries) > 1 else summaries[0]
     if not summary.index.is_monotonic_increasing:
         summary = summary.sort_index()
@@ -154,5 +160,8 @@ def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: lis
         bt = pd.DataFrame(index=summary.index, columns=list(btyd.PREDICTION_COLUMNS), dtype="float64")
     for col in bt.columns:
         extra[col] = bt[col].reindex(f.index)
-    out = pd.concat([base, pd.DataFrame(extra, index=f.index), f[text]], axis=1)
-    return out.astype("float64", copy=False)
+    text = [i for i, c in enumerate(f.columns) if c.startswith(TEXT_COLUMN_PREFIXES)]
+    at = text[0] if text else len(f.columns)
+    for i, (col, values) in enumerate(extra.items()):  # columns inserted, the features not copied
+        f.insert(at + i, col, values.astype("float64"))
+    return f

@@ -195,9 +195,18 @@ class RunData:
     def store_features(self, as_of: date, f: pd.DataFrame) -> str:
         """Store (and keep) features computed elsewhere (the sharded features tasks)."""
         path = self.feature_path(as_of)
-        self.ws.per_source.write_parquet(f.reset_index(), path)
+        self._write_features(f, path)
         self._features[as_of] = f
         return path
+
+    def _write_features(self, f: pd.DataFrame, path: str) -> None:
+        """Write ``f`` with ``customer_id`` as its first column, as ``f.reset_index()`` would,
+        without a copy of the frame (the index becomes a column in place and back)."""
+        f.reset_index(inplace=True)
+        try:
+            self.ws.per_source.write_parquet(f, path)
+        finally:
+            f.set_index("customer_id", inplace=True)
 
     def features(self, as_of: date, *, refresh: bool = False, keep: bool = True) -> pd.DataFrame:
         """Point-in-time features at ``as_of``, stored once computed (they depend only on data
@@ -213,7 +222,7 @@ class RunData:
             product = self.vectors if self.settings.use_text else None
             user = (self.texts, self.vectors) if self.user_text else None
             f = build_features(self.feature_history(), as_of, product, user_texts=user, shards=self.settings.feature_shards)
-            store.write_parquet(f.reset_index(), path)
+            self._write_features(f, path)
         if keep:
             self._features[as_of] = f
         return f
