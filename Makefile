@@ -214,10 +214,19 @@ bench-embed: $(STAMP)
 bench-quality: $(STAMP)
 	$(BIN)/python bench/bench_quality.py --out bench/results/quality.json
 
-# Seconds and peak RSS per task at 25k / 250k / 1M demo customers (bench/bench_scale.py; long:
-# BENCH_SCALE_ARGS="--customers 25000" for a quick look).
+# Seconds and peak RSS per task at 25k / 250k / 1M demo customers (bench/bench_scale.py; about an
+# hour and a half). 25k and 250k: each stage, and the features step also sharded in 4; 25k also
+# with one year of history instead of two; 1M: features only sharded in 8 (the unsharded task
+# would not fit in memory). BENCH_SCALE_ARGS="--customers 25000" (one run) for a quick look.
 bench-scale: $(STAMP)
+ifdef BENCH_SCALE_ARGS
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json $(BENCH_SCALE_ARGS)
+else
+	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --customers 25000,250000 --feature-shards 4
+	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 25000 --start 2024-01-01 --feature-shards 4
+	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 1000000 \
+	    --stages extract,clean,embed,features_sharded --feature-shards 8
+endif
 
 # UCI as a warehouse table in the machine's PostgreSQL (127.0.0.1:5432), run by `make run` through a
 # connection and judged against what the customers did (bench/judge_sql.py).

@@ -3,7 +3,9 @@ that reads the stored artefacts of the stages before it, calls the library, writ
 artefacts and returns a JSON-able report. Nothing in the library imports this package.
 
 ``STAGES`` lists the stages in pipeline order, each as ``name -> "module:function"``; the DAG
-runs ``embed`` as ``embed_plan`` + a mapped ``embed_shard`` (``EXTRA_STAGES``).
+runs ``embed`` as ``embed_plan`` + a mapped ``embed_shard`` (``EXTRA_STAGES``), and, with
+``feature_shards`` > 1, ``features`` as mapped ``feature_stats`` + ``feature_part`` + ``features``
+joining them.
 """
 
 from __future__ import annotations
