@@ -403,3 +403,32 @@ def test_extract_and_clean_on_s3_then_rerun(conn_s3, monkeypatch):
     assert {k: second[k] for k in data_keys} == {k: first[k] for k in data_keys}, "rerun changed data bytes"
     days = Storage.at(f"s3://pp_s3@{bucket}/pp/sources/{src_id}").list_days("clean", "clean.parquet")
     assert len(days) == n_days and days[-1] == DAY
+
+
+def test_sharded_features_on_s3_equal_the_unsharded_ones(conn_s3, monkeypatch):
+    """The sharded features tasks read their shard's rows straight from the bucket, hand their
+    parts on through it, remove them once joined, and store the bytes an unsharded task stores."""
+    from purchasing_power.demo import write_demo_source
+    from purchasing_power.pipeline import run_feature_shard, run_stage
+
+    bucket = _new_bucket(conn_s3)
+    root = f"pp_s3@s3://{bucket}/pp"
+    source = f"s3://pp_s3@{bucket}/landing/transactions.parquet"
+    write_demo_source(source, n_customers=120, start=date(2024, 4, 1), end=DAY, seed=6)
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", root)
+    params = {"day": DAY.isoformat(), "source": source}
+    run_stage("extract", params)
+    run_stage("clean", params)
+    sharded = {"use_text": False, "feature_shards": 3}
+    for step in ("feature_stats", "feature_part"):
+        for k in range(3):
+            run_feature_shard(step, k, params, overrides=sharded)
+    store = Storage.at(root)
+    joined = store.read_json(run_stage("features", params, overrides=sharded, combine=True))
+    assert joined["feature_shards"] == 3 and joined["customers"] > 100
+    path = joined["features_path"]
+    sharded_sha = store.sha256(path)
+    assert not [k for k in _objects(conn_s3, bucket) if "/feature_shards/" in k], "parts left behind"
+    alone = store.read_json(run_stage("features", params, overrides={"use_text": False}))
+    assert alone["features_path"] == path and alone["customers"] == joined["customers"]
+    assert store.sha256(path) == sharded_sha
