@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feature-shards", type=int, default=4, help="also run the sharded features tasks with N shards (1: not)")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
+    ap.add_argument("--reuse-storage", action="store_true",
+                    help="run --stages on the storage an earlier run of the size left (e.g. only features again), "
+                         "keeping that row's other figures (with --append)")
     ap.add_argument("--append", action="store_true",
                     help="keep the rows of other sizes already in --out (a size run again replaces its row)")
     args = ap.parse_args(argv)
@@ -116,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         source = work / f"demo-{tag}.parquet"
         source.parent.mkdir(parents=True, exist_ok=True)
         row: dict[str, object] = {"customers": n, "history_from": args.start, "day": args.day}
+        earlier = [r for r in kept if (r["customers"], r.get("history_from", DEFAULT_START)) == (n, args.start)]
+        if args.reuse_storage and earlier:  # re-measure some stages; keep the row's other figures
+            row = earlier[0]
         if not source.exists():
             row["generate"] = measured(GENERATE, str(source), str(n), args.start, env=env)
         row["source_mb"] = round(source.stat().st_size / 2**20, 1)
@@ -123,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
 
         row["lines"] = pq.ParquetFile(source).metadata.num_rows
         storage = work / f"storage-{tag}"
-        shutil.rmtree(storage, ignore_errors=True)  # a fresh deployment: the first day extracts and cleans the whole history
+        if not args.reuse_storage:
+            shutil.rmtree(storage, ignore_errors=True)  # a fresh deployment: the first day extracts and cleans the whole history
         stage_env = dict(env, PURCHASING_POWER_STORAGE=str(storage))
         params = json.dumps({"source": str(source), "day": args.day})
-        row["stages"] = {}
+        row.setdefault("stages", {})
+        row["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
         for stage in stages:
             if stage == "features_sharded":  # only the sharded features tasks (a size whose unsharded task would not fit)
                 row["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             from datetime import date, timedelta
 
             nxt = (date.fromisoformat(args.day) + timedelta(days=1)).isoformat()
-            row["next_day"] = {"day": nxt, "stages": {}}
+            row.setdefault("next_day", {"day": nxt, "stages": {}})
             params = json.dumps({"source": str(source), "day": nxt})
             for stage in stages:
                 if stage == "features_sharded":
