@@ -73,9 +73,10 @@ def build_features(
     if shards == 1:
         lines = prepare_lines(tx, as_of, description=description)
         stats = [shard_stats(lines)]
-        parts = [customer_features(lines, plan_features(as_of, stats), vectors, user_texts)]
+        plan = plan_features(as_of, stats)
+        parts = [customer_features(lines, plan, vectors, user_texts)]
         del lines
-        return finish_features(plan_features(as_of, stats), parts, [stats[0].summary])
+        return finish_features(plan, parts, [stats[0].summary])
     buckets = shard_of(tx["customer_id"].to_numpy(), shards)
 
     def shard_lines(k: int) -> Lines:
