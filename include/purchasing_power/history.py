@@ -134,8 +134,7 @@ class RunData:
         if self._tx is not None:
             return self._tx
         if self._compact is None:
-            cols = [*FEATURE_COLUMNS, *(("description",) if self.settings.use_text else ())]
-            text = [*CODED, *(("description",) if self.settings.use_text else ())]
+            cols, text = self._feature_columns()
             tx = load_clean_history(self.settings, self.day, columns=cols, dictionary=text)
             self._compact = compact_history(tx, description=self.settings.use_text)
         return self._compact
@@ -172,17 +171,31 @@ class RunData:
 
         return self.tx[self.tx["invoice_ts"] < pd.Timestamp(anchor) + pd.Timedelta(days=1)]
 
-    def shard_history(self, shard: int) -> pd.DataFrame:
+    def shard_history(self, shard: int, *, hand_on: str | None = None) -> pd.DataFrame:
         """The compact history (:func:`compact.compact_history`) of the customers in ``shard`` of
         ``settings.feature_shards`` (:mod:`purchasing_power.shards`), read from the daily clean
-        partitions through the run's day: the rows one sharded features task holds."""
+        partitions through the run's day: the rows one sharded features task holds. ``hand_on``:
+        also store those rows there (one file), for :meth:`handed_history` to read."""
         from purchasing_power.shards import read_shard
 
-        cols = [*FEATURE_COLUMNS, *(("description",) if self.settings.use_text else ())]
-        text = [*CODED, *(("description",) if self.settings.use_text else ())]
+        cols, text = self._feature_columns()
         tx = read_shard(self.ws.per_source, clean_paths(self.settings, self.day), shard, self.settings.feature_shards,
                         columns=cols, dictionary=text)
+        if hand_on is not None:
+            self.ws.per_source.write_parquet(tx, hand_on)
         return compact_history(tx, description=self.settings.use_text)
+
+    def handed_history(self, path: str) -> pd.DataFrame:
+        """The compact history :meth:`shard_history` stored at ``path`` (one file: no scan of
+        the clean partitions)."""
+        cols, text = self._feature_columns()
+        tx = self.ws.per_source.read_parquet_many([path], columns=cols, dictionary=text)
+        return compact_history(tx, description=self.settings.use_text)
+
+    def _feature_columns(self) -> tuple[list[str], list[str]]:
+        """(the clean columns features read, those of them read as categoricals)."""
+        description = ("description",) if self.settings.use_text else ()
+        return [*FEATURE_COLUMNS, *description], [*CODED, *description]
 
     def feature_path(self, as_of: date) -> str:
         return self.ws.per_source.path("features", as_of, FEATURES_FILE.format(text_key=self.text_key))

@@ -127,3 +127,37 @@ def test_sharded_run_publishes_the_predictions_of_an_unsharded_one(tmp_path, sou
     monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(three_dir))
     with pytest.raises(MissingInput, match="clear the day's feature_stats tasks"):
         run_stage("features", {**params, "day": DAY.isoformat()}, overrides={"use_text": False, "feature_shards": 3}, combine=True)
+
+
+def test_feature_part_reads_the_lines_its_feature_stats_handed_on(tmp_path, source, monkeypatch):
+    """feature_stats stores its shard's rows once; feature_part reads that file, not the clean
+    partitions (removing them changes nothing), and without it names the task to clear."""
+    import shutil
+
+    from purchasing_power.pipeline import run_all, run_feature_shard, run_stage
+
+    params = {"source": source}
+    over = {"use_text": False, "feature_shards": 2}
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "s"))
+    run_all(params, DAY, overrides=over)
+    [stored] = (tmp_path / "s").glob(f"sources/*/features/ds={DAY}/features-*.parquet")
+    before = _sha(stored)
+    day = {**params, "day": DAY.isoformat()}
+    for k in range(2):
+        run_feature_shard("feature_stats", k, day, overrides=over)
+    lines = sorted((tmp_path / "s").glob(f"sources/*/feature_shards/ds={DAY}/*-lines.parquet"))
+    assert len(lines) == 2
+    [clean] = (tmp_path / "s").glob("sources/*/clean")
+    shutil.move(str(clean), str(tmp_path / "clean-aside"))  # feature_part must not need the partitions
+    for k in range(2):
+        run_feature_shard("feature_part", k, day, overrides=over)
+    run_stage("features", day, overrides=over, combine=True)
+    assert _sha(stored) == before
+    assert not any(p.exists() for p in lines), "the handed-on lines are removed once joined"
+
+    shutil.move(str(tmp_path / "clean-aside"), str(clean))
+    run_feature_shard("feature_stats", 0, day, overrides=over)
+    run_feature_shard("feature_stats", 1, day, overrides=over)
+    lines[1].unlink()
+    with pytest.raises(MissingInput, match="no lines of shard 1 .* clear the day's feature_stats tasks"):
+        run_feature_shard("feature_part", 1, day, overrides=over)

@@ -3,7 +3,8 @@
 With ``feature_shards`` = N > 1 the DAG runs it as three steps, so that N workers share the
 day and each holds only its customers' rows: ``feature_stats`` (mapped over the N customer
 shards: each shard's part of the snapshot-wide quantities, :mod:`purchasing_power.featureplan`),
-``feature_part`` (mapped: each shard's features under the plan those parts add up to), and
+``feature_part`` (mapped: each shard's features under the plan those parts add up to, from the
+shard's rows ``feature_stats`` stored: the clean partitions are scanned once per shard), and
 ``features`` with ``combine`` (joins the parts, fits BG/NBD on every customer, ranks, and stores
 the very frame one process would have built). The parts live in ``feature_shards/ds=D/`` until
 ``features`` has stored the day's features, then they are removed.
@@ -24,8 +25,9 @@ from purchasing_power.schemas import TEXT_PREFIX, USER_TEXT_PREFIX
 from purchasing_power.settings import Settings
 from purchasing_power.storage import fresh_fs
 
-#: the Parquet frames a shard hands on (ShardStats.write's, and its features)
+#: the Parquet frames a shard hands on (ShardStats.write's, its lines, and its features)
 FEATURES_PART = "features"
+LINES_PART = "lines"  # the shard's rows of the clean history: feature_part reads them, not the partitions
 
 
 def features_day(settings: Settings, day: date, combine: bool = False) -> dict[str, Any]:
@@ -57,7 +59,8 @@ def features_day(settings: Settings, day: date, combine: bool = False) -> dict[s
 def feature_stats_day(settings: Settings, day: date, shard: int) -> dict[str, Any]:
     """Shard ``shard``'s part of the day's feature plan (customers, products, countries, RFM summary)."""
     data = RunData.load(settings, day)
-    lines = prepare_lines(data.shard_history(shard), day, description=settings.use_text)
+    history = data.shard_history(shard, hand_on=data.feature_part_path(shard, LINES_PART))
+    lines = prepare_lines(history, day, description=settings.use_text)
     stats = shard_stats(lines)
     stats.write(data.ws.per_source, lambda part: data.feature_part_path(shard, part))
     return {"day": day.isoformat(), "shard": shard, "shards": int(settings.feature_shards), "customers": stats.customers,
@@ -68,7 +71,10 @@ def feature_part_day(settings: Settings, day: date, shard: int) -> dict[str, Any
     """Shard ``shard``'s customers' features under the plan of every shard's stats."""
     data = RunData.load(settings, day)
     plan = plan_features(day, _all_stats(data, frames=("scalars", "countries", "products")))  # not the summaries
-    lines = prepare_lines(data.shard_history(shard), day, description=settings.use_text)
+    handed = data.feature_part_path(shard, LINES_PART)
+    if not data.ws.per_source.exists(handed):
+        raise MissingInput(f"no lines of shard {shard} for {day} at {handed}: clear the day's feature_stats tasks too")
+    lines = prepare_lines(data.handed_history(handed), day, description=settings.use_text)
     product = data.vectors if settings.use_text else None
     user = (data.texts, data.vectors) if data.user_text else None
     part = customer_features(lines, plan, product, user)
@@ -100,7 +106,7 @@ def _combined(data: RunData) -> Any:
     f = finish_features(plan_features(data.day, stats), parts, [s.summary for s in stats])
     data.store_features(data.day, f)
     for k in range(n):  # handed on: the day's features are stored
-        for part in (*ShardStats.FRAMES, FEATURES_PART):
+        for part in (*ShardStats.FRAMES, LINES_PART, FEATURES_PART):
             path = data.feature_part_path(k, part)
             fresh_fs(path).rm(path)
     return f
