@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Callable, ClassVar
 
-from purchasing_power.schemas import TEXT_PREFIX, USER_TEXT_PREFIX
+from purchasing_power.schemas import EMBEDDING_DTYPE, TEXT_PREFIX, TEXT_PREFIXES, USER_TEXT_PREFIX
 from purchasing_power.usertext import COUNT, COUNT_RECENT, DAYS_SINCE_LAST
 from purchasing_power.storage import Storage
 
@@ -131,6 +131,20 @@ def plan_features(as_of: date, parts: list[ShardStats], prior_weight: float = RE
     )
 
 
+def typed_features(f: pd.DataFrame) -> pd.DataFrame:
+    """``f`` with its embedding-block columns as ``schemas.EMBEDDING_DTYPE`` and the others as
+    float64, in the same column order, held as one block of each (a frame of a block per column
+    slows every later insert)."""
+    import pandas as pd
+
+    vec = [c for c in f.columns if c.startswith(TEXT_PREFIXES)]
+    if not vec:
+        return f.astype("float64", copy=False)
+    rest = f.columns.difference(vec, sort=False)
+    both = pd.concat([f[rest].astype("float64", copy=False), f[vec].astype(EMBEDDING_DTYPE, copy=False)], axis=1)
+    return both if both.columns.equals(f.columns) else both[f.columns]
+
+
 def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: list[pd.DataFrame]) -> pd.DataFrame:
     """The snapshot's features from the shards' ``features.customer_features`` frames and RFM
     summaries: concatenated in customer order, with the percentile ranks of :data:`RANKED` and
@@ -149,6 +163,8 @@ def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: lis
     del filled
     if not f.index.is_monotonic_increasing:
         f = f.sort_index()
+    if any(c.startswith(TEXT_PREFIXES) and t != EMBEDDING_DTYPE for c, t in f.dtypes.items()):
+        f = typed_features(f)  # a part without a block's columns (no text in the shard) widened them
     extra = {f"{col}_pct": f[col].rank(pct=True, method="average") for col in RANKED}
     summary = pd.concat(summaries) if len(summaries) > 1 else summaries[0]
     if not summary.index.is_monotonic_increasing:

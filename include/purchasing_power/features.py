@@ -14,10 +14,11 @@ from datetime import date
 from typing import TYPE_CHECKING, Callable
 
 from purchasing_power.compact import CODE_VALUES, codes_and_values, compact_history, take_rows
-from purchasing_power.schemas import HISTORY_DAYS, TEXT_PREFIX
+from purchasing_power.schemas import EMBEDDING_DTYPE, HISTORY_DAYS, TEXT_PREFIX
 from purchasing_power.shards import shard_of
 
-from purchasing_power.featureplan import REPURCHASE_PRIOR_WEIGHT, FeaturePlan, ShardStats, finish_features, plan_features
+from purchasing_power.featureplan import (REPURCHASE_PRIOR_WEIGHT, FeaturePlan, ShardStats, finish_features, plan_features,
+                                          typed_features)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -302,7 +303,7 @@ def customer_features(lines: Lines, plan: FeaturePlan, vectors: VectorLookup | N
 
         texts, lookup = user_texts
         f = f.join(user_text_features(texts, lines.as_of, f.index, lookup, lines.id_dtype), how="left")
-    f = f.astype("float64", copy=False)
+    f = typed_features(f)
     f.index = f.index.astype(lines.id_dtype)
     return f
 
@@ -348,7 +349,7 @@ def customer_text_vectors(sales: pd.DataFrame, vectors: VectorLookup) -> pd.Data
     mean = (counts @ mat) / totals[:, None]
     cols = [f"{TEXT_PREFIX}{i:03d}" for i in range(mat.shape[1])]
     index = pd.Index(cust_index.astype(id_dtype(sales["customer_id"])), name="customer_id")
-    return pd.DataFrame(mean.astype(np.float32), index=index, columns=cols)
+    return pd.DataFrame(mean.astype(EMBEDDING_DTYPE), index=index, columns=cols)
 
 
 def _closed_days(buy_days: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:

@@ -79,6 +79,12 @@ class InsufficientData(ValueError):
     """Not enough closed training snapshots (or one class missing) to fit a model."""
 
 
+def as_float64(x):
+    import numpy as np
+
+    return np.asarray(x, dtype=np.float64)
+
+
 def signed_log1p(x):
     import numpy as np
 
@@ -131,6 +137,7 @@ def _preprocessor(num: list[str], text: list[str], seed: int, n_rows: int, scale
             continue
         k = max(1, min(TEXT_COMPONENTS, len(block), n_rows - 1))
         text_steps = [
+            ("widen", FunctionTransformer(as_float64, feature_names_out="one-to-one")),  # stored as float32
             ("impute", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
             ("pca", PCA(n_components=k, random_state=seed, svd_solver="full")),
         ]

@@ -100,6 +100,10 @@ TEXT_PREFIX = "txt_"
 USER_TEXT_PREFIX = "utxt_"
 #: Feature-table column prefixes of embedding blocks (each reduced on its own by the models).
 TEXT_PREFIXES = (TEXT_PREFIX, USER_TEXT_PREFIX)
+#: The dtype of embedding-block columns in feature tables: the means are rounded to float32 as
+#: they are made (so float32 holds them exactly), half the memory and bytes of float64; every
+#: other feature column is float64. Models widen the blocks to float64 before fitting.
+EMBEDDING_DTYPE = "float32"
 #: Feature tables: how much history the source has as of the snapshot (the same for every
 #: customer of a snapshot; not a model feature, it scales spend totals to a horizon).
 HISTORY_DAYS = "history_days"

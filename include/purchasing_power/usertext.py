@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from purchasing_power.errors import SourceError
 from purchasing_power.extract import rename_onto
-from purchasing_power.schemas import MAX_EXACT_FLOAT_INT, TEXT_CLEAN_COLUMNS, TEXT_COLUMNS, TEXT_MAX_CHARS, TEXT_QUARANTINE_REASONS, USER_TEXT_PREFIX
+from purchasing_power.schemas import EMBEDDING_DTYPE, MAX_EXACT_FLOAT_INT, TEXT_CLEAN_COLUMNS, TEXT_COLUMNS, TEXT_MAX_CHARS, TEXT_QUARANTINE_REASONS, USER_TEXT_PREFIX
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -257,7 +257,7 @@ def user_text_features(texts: pd.DataFrame, as_of: date, customers: pd.Index, ve
     mean = (counts @ mat) / np.clip(totals, 1.0, None)[:, None]
     dim = mat.shape[1]
     cols = [f"{USER_TEXT_PREFIX}{i:03d}" for i in range(dim)]
-    return out.join(pd.DataFrame(mean.astype(np.float32), index=customers, columns=cols))
+    return out.join(pd.DataFrame(mean.astype(EMBEDDING_DTYPE), index=customers, columns=cols))
 
 
 def texts_source(settings: Any) -> str:

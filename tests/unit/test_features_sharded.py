@@ -49,6 +49,26 @@ def test_any_number_of_shards_gives_the_same_features(demo, shards):
         pd.testing.assert_frame_equal(sharded, whole, check_exact=True)
 
 
+def test_embedding_blocks_are_float32_and_exact(demo):
+    """Embedding means are stored as float32 (what they are rounded to when made: nothing is
+    lost), every other feature as float64; a shard whose customers have no text leaves the
+    joined block float32 too."""
+    tx, texts = demo
+    f = build_features(tx, AS_OF[1], _lookup, user_texts=(texts, _lookup), shards=3)
+    blocks = [c for c in f.columns if c.startswith(("txt_", "utxt_"))]
+    assert blocks and {str(f[c].dtype) for c in blocks} == {"float32"}
+    assert {str(t) for c, t in f.dtypes.items() if c not in blocks} == {"float64"}
+    # the float64 mean of the lines' vectors, rounded once to float32
+    one = f.index[0]
+    sales = tx[(tx["customer_id"] == one) & ~tx["is_cancellation"] & (tx["invoice_ts"] < pd.Timestamp(AS_OF[1]) + pd.Timedelta(days=1))]
+    expected = _lookup(sales["description"].tolist()).mean(axis=0).astype(np.float32)
+    np.testing.assert_array_equal(f.loc[one, [f"txt_{i:03d}" for i in range(4)]].to_numpy(dtype=np.float32), expected)
+    no_text = tx.assign(description=np.where(shard_of(tx["customer_id"].to_numpy(), 3) == 0, "", tx["description"]))
+    g = build_features(no_text, AS_OF[1], _lookup, shards=3)
+    assert {str(g[c].dtype) for c in g.columns if c.startswith("txt_")} == {"float32"}
+    assert g.loc[shard_of(g.index.to_numpy(), 3) == 0, "txt_000"].isna().all()
+
+
 def test_text_ids_and_more_shards_than_customers(demo):
     tx, _ = demo
     few = tx[tx["customer_id"].isin(tx["customer_id"].drop_duplicates().iloc[:5])]
