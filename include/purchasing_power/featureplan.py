@@ -145,12 +145,15 @@ def typed_features(f: pd.DataFrame) -> pd.DataFrame:
     return both if both.columns.equals(f.columns) else both[f.columns]
 
 
-def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: list[pd.DataFrame]) -> pd.DataFrame:
+def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: list[pd.DataFrame],
+                    ranked: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     """The snapshot's features from the shards' ``features.customer_features`` frames and RFM
     summaries: concatenated in customer order, with the percentile ranks of :data:`RANKED` and
     the BG/NBD / Gamma-Gamma predictions (fitted on every customer's summary) before the text
     columns (product text, then user text). ``parts`` is emptied: each part's memory is freed
-    once the parts are joined (the join holds one copy of the features, not two)."""
+    once the parts are joined (the join holds one copy of the features, not two). ``ranked``:
+    the :data:`RANKED` columns of every customer of the snapshot (``features.ranked_columns``),
+    when the parts hold only a sample of them: the ranks are taken among all."""
     import pandas as pd
 
     from purchasing_power import btyd
@@ -165,7 +168,11 @@ def finish_features(plan: FeaturePlan, parts: list[pd.DataFrame], summaries: lis
         f = f.sort_index()
     if any(c.startswith(TEXT_PREFIXES) and t != EMBEDDING_DTYPE for c, t in f.dtypes.items()):
         f = typed_features(f)  # a part without a block's columns (no text in the shard) widened them
-    extra = {f"{col}_pct": f[col].rank(pct=True, method="average") for col in RANKED}
+    if ranked is None:
+        extra = {f"{col}_pct": f[col].rank(pct=True, method="average") for col in RANKED}
+    else:
+        everyone = pd.concat(ranked) if len(ranked) > 1 else ranked[0]
+        extra = {f"{col}_pct": everyone[col].rank(pct=True, method="average").reindex(f.index) for col in RANKED}
     summary = pd.concat(summaries) if len(summaries) > 1 else summaries[0]
     if not summary.index.is_monotonic_increasing:
         summary = summary.sort_index()

@@ -17,8 +17,8 @@ from purchasing_power.compact import CODE_VALUES, codes_and_values, compact_hist
 from purchasing_power.schemas import EMBEDDING_DTYPE, HISTORY_DAYS, TEXT_PREFIX
 from purchasing_power.shards import shard_of
 
-from purchasing_power.featureplan import (REPURCHASE_PRIOR_WEIGHT, FeaturePlan, ShardStats, finish_features, plan_features,
-                                          typed_features)
+from purchasing_power.featureplan import (RANKED, REPURCHASE_PRIOR_WEIGHT, FeaturePlan, ShardStats, finish_features,
+                                          plan_features, typed_features)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -53,6 +53,7 @@ def build_features(
     vectors: VectorLookup | None = None,
     user_texts: tuple[pd.DataFrame, VectorLookup | None] | None = None,
     shards: int = 1,
+    sample: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Customer features as of the end of ``as_of`` for every customer with a valid sale line
     before ``as_of + 1 day`` (purchase-day features count days with net value > 0).
@@ -66,27 +67,41 @@ def build_features(
     each shard under that plan, joined by ``featureplan.finish_features``. ``shards`` > 1 holds
     one shard's intermediate frames at a time (less memory, each shard's lines prepared twice);
     any number of shards gives the very same frame. The sharded features tasks of the DAG run the
-    same steps, each shard in its own task (:mod:`purchasing_power.stages.features`)."""
+    same steps, each shard in its own task (:mod:`purchasing_power.stages.features`).
+
+    ``sample`` (customer ids -> bool mask): the rows of only those customers, each equal to its
+    row of the full frame (the snapshot-wide quantities, percentile ranks and BG/NBD fit still
+    come from every customer), at the cost of the full frame's cheap parts only: what training
+    on a sample of customers needs (:func:`train.training_table`)."""
     import numpy as np
 
     description = vectors is not None
     tx = compact_history(tx, description=description)
-    if shards == 1:
-        lines = prepare_lines(tx, as_of, description=description)
-        stats = [shard_stats(lines)]
-        plan = plan_features(as_of, stats)
-        parts = [customer_features(lines, plan, vectors, user_texts)]
+    rows = None if shards == 1 else shard_of(tx["customer_id"].to_numpy(), shards)
+    kept = None if sample is None else np.asarray(sample(tx["customer_id"].to_numpy()), dtype=bool)
+
+    def shard_lines(k: int, sampled: bool = False) -> Lines:
+        pick = None if rows is None else rows == k
+        if sampled:
+            pick = kept if pick is None else pick & kept
+        part = tx if pick is None else take_rows(tx, np.flatnonzero(pick))
+        return prepare_lines(part, as_of, description=description)
+
+    stats, ranked = [], []
+    for k in range(shards):
+        lines = shard_lines(k)
+        stats.append(shard_stats(lines))
+        if kept is not None:
+            ranked.append(ranked_columns(lines))
+        if kept is None and shards == 1:  # the one pass: its lines serve the features too
+            plan = plan_features(as_of, stats)
+            parts = [customer_features(lines, plan, vectors, user_texts)]
+            del lines
+            return finish_features(plan, parts, [stats[0].summary])
         del lines
-        return finish_features(plan, parts, [stats[0].summary])
-    buckets = shard_of(tx["customer_id"].to_numpy(), shards)
-
-    def shard_lines(k: int) -> Lines:
-        return prepare_lines(take_rows(tx, np.flatnonzero(buckets == k)), as_of, description=description)
-
-    stats = [shard_stats(shard_lines(k)) for k in range(shards)]
     plan = plan_features(as_of, stats)
-    parts = [customer_features(shard_lines(k), plan, vectors, user_texts) for k in range(shards)]
-    return finish_features(plan, parts, [s.summary for s in stats])
+    parts = [customer_features(shard_lines(k, kept is not None), plan, vectors, user_texts) for k in range(shards)]
+    return finish_features(plan, parts, [s.summary for s in stats], ranked=ranked or None)
 
 
 @dataclass
@@ -198,20 +213,16 @@ def customer_features(lines: Lines, plan: FeaturePlan, vectors: VectorLookup | N
     tx, buy_days, sales = lines.tx, lines.buy_days, lines.sales
     f = pd.DataFrame(index=pd.Index(customers, name="customer_id"))
 
-    first = buy_days.groupby("customer_id")["day"].min().reindex(customers)
-    first = first.fillna(lines.first_sale.dt.normalize().reindex(customers))
-    f["recency_days"] = (end - lines.last_sale.reindex(customers)).dt.total_seconds() / 86400.0
-    f["tenure_days"] = (end - first).dt.days.astype("float64")
+    for col, values in _tenure(lines).items():
+        f[col] = values
     # the same for every customer: how much history the source has (not a model feature; it
     # scales spend totals to a horizon, see model.GLOBAL_COLUMNS)
-    f[HISTORY_DAYS] = float((end - plan.history_start.normalize()).days)
-    f["n_purchase_days"] = buy_days.groupby("customer_id").size().reindex(customers, fill_value=0).astype("float64")
+    f.insert(2, HISTORY_DAYS, float((end - plan.history_start.normalize()).days))
 
     # purchase-day counts over several windows and the share of recent 30-day bins with a purchase
     day_age = (end - buy_days["day"]).dt.days.astype("float64")  # 1 = the as-of day itself
-    bcust = buy_days["customer_id"]
-    for w in PURCHASE_DAY_WINDOWS:
-        f[f"pdays_{w}d"] = (day_age <= w).groupby(bcust).sum().reindex(customers, fill_value=0).astype("float64")
+    for col, values in _purchase_day_counts(lines, PURCHASE_DAY_WINDOWS).items():
+        f[col] = values
     bins = ((day_age - 1) // 30).astype("int64")  # 0 = the last 30 days
     recent = buy_days.assign(bin=bins)[bins < ACTIVE_BINS].drop_duplicates(["customer_id", "bin"])
     for k in (3, 6, ACTIVE_BINS):
@@ -266,11 +277,12 @@ def customer_features(lines: Lines, plan: FeaturePlan, vectors: VectorLookup | N
     f["distinct_products"] = sales.groupby("customer_id")["stock_code"].nunique().astype("float64")
     f["unit_price_mean"] = sales.groupby("customer_id")["unit_price"].mean()
     age_days = (end - orders["ts"]).dt.total_seconds() / 86400.0
-    tx_age = (end - tx["invoice_ts"]).dt.total_seconds() / 86400.0
+    tx_age = _line_age(lines)
+    spend = _window_spend(lines, WINDOWS, tx_age)
     for w in WINDOWS:
         in_w = age_days <= w
         f[f"orders_{w}d"] = in_w.groupby(ocust).sum().astype("float64")
-        f[f"spend_{w}d"] = tx["line_value"].where(tx_age <= w, 0.0).groupby(tx["customer_id"]).sum()
+        f[f"spend_{w}d"] = spend[f"spend_{w}d"]
     f["spend_total"] = tx.groupby("customer_id")["line_value"].sum()
     f["spend_trend"] = f["spend_90d"] / (f["spend_180d"] - f["spend_90d"]).abs().clip(lower=1.0)
     f["orders_trend"] = f["orders_90d"] / (f["orders_180d"] - f["orders_90d"]).clip(lower=1.0)
@@ -317,6 +329,51 @@ def _weekday_concentration(customers: np.ndarray, weekday: np.ndarray) -> pd.Ser
     per_day = pd.Series(np.ones(len(customers), dtype=np.int64)).groupby([customers, weekday], sort=True).sum()
     by_customer = per_day.groupby(level=0, sort=True)
     return by_customer.max() / by_customer.sum()
+
+
+def _tenure(lines: Lines) -> dict[str, pd.Series]:
+    """recency_days (since the last sale line), tenure_days (since the first purchase day, or the
+    first sale when returns netted every day out) and n_purchase_days of ``lines.customers``."""
+    customers, end, buy_days = lines.customers, lines.end, lines.buy_days
+    first = buy_days.groupby("customer_id")["day"].min().reindex(customers)
+    first = first.fillna(lines.first_sale.dt.normalize().reindex(customers))
+    return {"recency_days": (end - lines.last_sale.reindex(customers)).dt.total_seconds() / 86400.0,
+            "tenure_days": (end - first).dt.days.astype("float64"),
+            "n_purchase_days": buy_days.groupby("customer_id").size().reindex(customers, fill_value=0).astype("float64")}
+
+
+def _purchase_day_counts(lines: Lines, windows: tuple[int, ...]) -> dict[str, pd.Series]:
+    """pdays_{w}d: purchase days within the last w days (the as-of day included), per customer."""
+    buy_days = lines.buy_days
+    day_age = (lines.end - buy_days["day"]).dt.days.astype("float64")  # 1 = the as-of day itself
+    bcust = buy_days["customer_id"]
+    return {f"pdays_{w}d": (day_age <= w).groupby(bcust).sum().reindex(lines.customers, fill_value=0).astype("float64")
+            for w in windows}
+
+
+def _line_age(lines: Lines) -> pd.Series:
+    """Days from each line to the end of the as-of day."""
+    return (lines.end - lines.tx["invoice_ts"]).dt.total_seconds() / 86400.0
+
+
+def _window_spend(lines: Lines, windows: tuple[int, ...], tx_age: pd.Series | None = None) -> dict[str, pd.Series]:
+    """spend_{w}d: net line value within the last w days, per customer with a line."""
+    tx = lines.tx
+    age = _line_age(lines) if tx_age is None else tx_age
+    return {f"spend_{w}d": tx["line_value"].where(age <= w, 0.0).groupby(tx["customer_id"]).sum() for w in windows}
+
+
+def ranked_columns(lines: Lines) -> pd.DataFrame:
+    """The :data:`featureplan.RANKED` features of every customer of ``lines``, computed as
+    :func:`customer_features` computes them: what the percentile ranks of a sample of customers
+    are taken among (:func:`build_features` with ``sample``)."""
+    import pandas as pd
+
+    cols: dict[str, pd.Series] = {**_tenure(lines), **_purchase_day_counts(lines, (90,)), **_window_spend(lines, (365,))}
+    out = pd.DataFrame(index=pd.Index(lines.customers, name="customer_id"))
+    for col in RANKED:
+        out[col] = cols[col]
+    return out.astype("float64")
 
 
 def id_dtype(ids: pd.Series) -> str:

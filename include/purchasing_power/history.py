@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from purchasing_power.compact import CODED, FEATURE_COLUMNS, compact_history
 from purchasing_power.features import build_features
 from purchasing_power.settings import Settings
-from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, TEXTS_CLEAN_FILE, Workspace
+from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, FEATURES_SAMPLE_FILE, TEXTS_CLEAN_FILE, Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -166,10 +166,12 @@ class RunData:
         return load_clean_history(self.settings, self.day, since=since, columns=["customer_id", "invoice_ts", "line_value"])
 
     def history_until(self, anchor: date) -> pd.DataFrame:
-        """Clean rows with invoice day <= ``anchor``."""
+        """The rows of :meth:`feature_history` (customer, time, value, ...: what labels read) with
+        invoice day <= ``anchor``."""
         import pandas as pd
 
-        return self.tx[self.tx["invoice_ts"] < pd.Timestamp(anchor) + pd.Timedelta(days=1)]
+        tx = self.feature_history()
+        return tx[(tx["invoice_ts"] < pd.Timestamp(anchor) + pd.Timedelta(days=1)).to_numpy()]
 
     def shard_history(self, shard: int, *, hand_on: str | None = None) -> pd.DataFrame:
         """The compact history (:func:`compact.compact_history`) of the customers in ``shard`` of
@@ -220,6 +222,52 @@ class RunData:
             self.ws.per_source.write_parquet(f, path)
         finally:
             f.set_index("customer_id", inplace=True)
+
+    def sample_path(self, as_of: date, level: int) -> str:
+        name = FEATURES_SAMPLE_FILE.format(text_key=self.text_key, seed=int(self.settings.seed), level=int(level))
+        return self.ws.per_source.path("features", as_of, name)
+
+    def customers_as_of(self, as_of: date) -> int:
+        """How many customers the features at ``as_of`` have (a valid sale line before as_of + 1)."""
+        import pandas as pd
+
+        store, path = self.ws.per_source, self.feature_path(as_of)
+        if as_of in self._features:
+            return len(self._features[as_of])
+        if store.exists(path):
+            return len(store.read_parquet(path, columns=["customer_id"]))
+        tx = self.feature_history()
+        sold = ((tx["invoice_ts"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)) & ~tx["is_cancellation"] & (tx["quantity"] > 0)).to_numpy()
+        return int(tx["customer_id"][sold].nunique())
+
+    def sampled_features(self, as_of: date, level: int) -> pd.DataFrame:
+        """The features at ``as_of`` of the seeded sample of customers of share 2**-``level``
+        (:func:`shards.customer_sample` with ``settings.seed``), each row equal to its row of the
+        full :meth:`features`: taken from the stored full features or from a stored sample of a
+        larger share when there is one, else computed for the sample only
+        (``build_features(sample=...)``: a fraction of the work) and stored as that share's sample."""
+        from purchasing_power.shards import customer_sample
+
+        if level <= 0:
+            return self.features(as_of)
+        share, seed, store = 0.5 ** int(level), int(self.settings.seed), self.ws.per_source
+
+        def pick(f: pd.DataFrame) -> pd.DataFrame:
+            return f[customer_sample(f.index.to_numpy(), share, seed)]
+
+        if as_of in self._features:
+            return pick(self._features[as_of])
+        stored = [self.feature_path(as_of), *(self.sample_path(as_of, k) for k in range(1, int(level) + 1))]
+        for k, path in enumerate(stored):
+            if store.exists(path):
+                f = store.read_parquet(path).set_index("customer_id")
+                return f if k == level else pick(f)
+        product = self.vectors if self.settings.use_text else None
+        user = (self.texts, self.vectors) if self.user_text else None
+        f = build_features(self.feature_history(), as_of, product, user_texts=user, shards=self.settings.feature_shards,
+                           sample=lambda ids: customer_sample(ids, share, seed))
+        self._write_features(f, stored[-1])
+        return f
 
     def features(self, as_of: date, *, refresh: bool = False, keep: bool = True) -> pd.DataFrame:
         """Point-in-time features at ``as_of``, stored once computed (they depend only on data

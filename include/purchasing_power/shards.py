@@ -95,3 +95,19 @@ def read_shard(
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
     except Exception as exc:
         raise ValueError(f"cannot read shard {shard} of {shards} under {storage.root}: {exc}") from exc
+
+
+def customer_sample(customer_ids: np.ndarray | pd.Series | pd.Index, share: float, seed: int) -> np.ndarray:
+    """A seeded, stable sample of customers: True for the ids whose hash (keyed by ``seed``) falls
+    below ``share``. The same customer is in or out of every snapshot and every run, so a
+    sampled training table keeps whole customer histories; ids of any type (integers, strings).
+    Samples nest: the customers of a smaller share are among those of a larger one."""
+    import numpy as np
+    import pandas as pd
+
+    if share >= 1.0:
+        return np.ones(len(customer_ids), dtype=bool)
+    ids = pd.util.hash_array(np.asarray(customer_ids))  # uint64 per id (object and numeric ids)
+    key = np.uint64(pd.util.hash_array(np.array([int(seed)], dtype=np.int64))[0])
+    h = pd.util.hash_array(ids ^ key)  # mixed again with the seed: a different sample per seed
+    return h < np.uint64(min(int(share * 2.0**64), 2**64 - 1))

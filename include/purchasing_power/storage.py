@@ -6,10 +6,9 @@ Every intermediate and output of the pipeline is a single file inside a day part
     {root}/{dataset}/ds=YYYY-MM-DD/{name}
 
 ``root`` is a local folder (default ``./data``) or any fsspec URI (``s3://bucket/prefix``, ``memory://x``).
-Writes are atomic: the file is written under a temporary name in the same folder, flushed to disk (file
-and folder fsync) and then renamed (local), or uploaded in one PUT (object stores), so a task killed
-mid-write never leaves a partial partition behind and its retry simply overwrites. Temporary files a
-killed writer left behind are removed by the next write in that folder once they are an hour old.
+Writes are atomic (written under a temporary name in the same folder, fsynced and renamed locally; one PUT
+on object stores): a task killed mid-write never leaves a partial partition behind and its retry simply
+overwrites. Temporary files a killed writer left behind go with the next write there once an hour old.
 
 Reads always see the store as it is now: object-store listings are not served from the file
 system's cache (another process may have written since), and a path read out of a stored record
@@ -75,6 +74,7 @@ RAW_FILE = "raw.parquet"  # raw/ds=D
 CLEAN_FILE = "clean.parquet"  # clean/ds=D
 QUARANTINE_FILE = "quarantine.parquet"  # quarantine/ds=D
 FEATURES_FILE = "features-{text_key}.parquet"  # features/ds=D, per text-vector source
+FEATURES_SAMPLE_FILE = "sample-{text_key}-seed{seed}-{level}.parquet"  # features/ds=D: a training sample's rows (share 2**-level)
 FEATURE_PART_FILE = "{text_key}-{shard:03d}of{shards:03d}-{part}.parquet"  # feature_shards/ds=D: a shard's stats frames and features
 SHARD_FILE = "shard-{:04d}.parquet"  # embed_shards/ds=D
 TRAINING_INFO = "training.json"  # models/ds=A: what the anchor's fits used

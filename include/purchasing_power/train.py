@@ -26,6 +26,7 @@ from purchasing_power.calendar import grid_days
 from purchasing_power.features import build_labels
 from purchasing_power.history import RunData
 from purchasing_power.settings import Settings
+from purchasing_power.shards import customer_sample  # noqa: F401  (the training sample; tests import it from here)
 from purchasing_power.storage import CANDIDATE_DEPLOY, CANDIDATE_HOLDOUT, TRAINING_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,19 +48,18 @@ def snapshots(data: RunData, anchor: date, label_end: date) -> list[date]:
     return grid_days(start, label_end, s.snapshot_step_days)
 
 
-def customer_sample(customer_ids: Any, share: float, seed: int) -> Any:
-    """A seeded, stable sample of customers: True for the ids whose hash (keyed by ``seed``) falls
-    below ``share``. The same customer is in or out of every snapshot and every run, so a
-    sampled training table keeps whole customer histories; ids of any type (integers, strings)."""
-    import numpy as np
-    import pandas as pd
-
-    if share >= 1.0:
-        return np.ones(len(customer_ids), dtype=bool)
-    ids = pd.util.hash_array(np.asarray(customer_ids))  # uint64 per id (object and numeric ids)
-    key = np.uint64(pd.util.hash_array(np.array([int(seed)], dtype=np.int64))[0])
-    h = pd.util.hash_array(ids ^ key)  # mixed again with the seed: a different sample per seed
-    return h < np.uint64(min(int(share * 2.0**64), 2**64 - 1))
+def sample_level(max_rows: int, bound: int) -> int:
+    """How much to sample a training table of at most ``bound`` rows to keep it within
+    ``max_rows``: 0 (every row) when it fits or there is no bound (``max_rows`` 0), else the
+    smallest k whose share 2**-k does. Shares are powers of two so that a snapshot's stored sample
+    serves later anchors too: the customers sampled at 2**-(k+1) are among those at 2**-k
+    (:func:`shards.customer_sample`)."""
+    if max_rows <= 0 or bound <= max_rows:
+        return 0
+    k = 0
+    while bound * 0.5**k > max_rows:
+        k += 1
+    return k
 
 
 def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int = 0) -> pd.DataFrame:
@@ -67,20 +67,20 @@ def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int
 
     ``max_rows`` > 0 bounds the table: when the snapshots may hold more rows (bound: the latest
     snapshot's customers times the number of snapshots; customers only accumulate), a seeded
-    sample of customers (:func:`customer_sample`, share = max_rows / bound) is kept in every
-    snapshot, and the full snapshots are then not kept in memory. The table's
+    sample of customers (:func:`shards.customer_sample`, share 2**-k, :func:`sample_level`) is
+    kept in every snapshot: ``RunData.sampled_features`` computes (and stores) the features of
+    those customers only, unless the snapshot's full features are stored. The table's
     ``attrs["sample_share"]`` says which share (1.0: every row)."""
     import pandas as pd
 
     hist = data.history_until(anchor)
     s = data.settings
-    bound = len(data.features(snaps[-1], keep=False)) * len(snaps) if max_rows > 0 and snaps else 0
-    share = min(1.0, max_rows / bound) if bound else 1.0
+    bound = data.customers_as_of(snaps[-1]) * len(snaps) if max_rows > 0 and snaps else 0
+    level = sample_level(max_rows, bound)
+    share = 0.5**level
     frames = []
     for snap in snaps:
-        f = data.features(snap, keep=share >= 1.0)
-        if share < 1.0:
-            f = f[customer_sample(f.index.to_numpy(), share, s.seed)]
+        f = data.sampled_features(snap, level) if level else data.features(snap)
         if f.empty:
             continue
         lab = build_labels(hist, snap, f.index, s.purchase_horizon_days, s.spend_horizon_days)

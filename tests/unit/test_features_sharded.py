@@ -19,7 +19,7 @@ from purchasing_power.demo.reviews import generate_demo_reviews
 from purchasing_power.errors import MissingInput
 from purchasing_power.featureplan import ShardStats, plan_features
 from purchasing_power.features import build_features, prepare_lines, shard_stats
-from purchasing_power.shards import shard_of
+from purchasing_power.shards import customer_sample, shard_of
 from purchasing_power.storage import Storage
 from purchasing_power.usertext import clean_texts_frame, normalise_text_dtypes
 
@@ -181,3 +181,51 @@ def test_feature_part_reads_the_lines_its_feature_stats_handed_on(tmp_path, sour
     lines[1].unlink()
     with pytest.raises(MissingInput, match="no lines of shard 1 .* clear the day's feature_stats tasks"):
         run_feature_shard("feature_part", 1, day, overrides=over)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_features_of_a_sample_are_the_full_frames_rows(demo, shards):
+    """Training on a sample computes only the sampled customers' features; each row equals the
+    full frame's (plan, percentile ranks and BG/NBD still from every customer)."""
+    tx, texts = demo
+    full = build_features(tx, AS_OF[0], _lookup, user_texts=(texts, _lookup))
+    part = build_features(tx, AS_OF[0], _lookup, user_texts=(texts, _lookup), shards=shards,
+                          sample=lambda ids: customer_sample(ids, 0.25, seed=5))
+    assert 0 < len(part) < len(full) / 2
+    pd.testing.assert_frame_equal(part, full.loc[part.index], check_exact=True)
+    within = part["recency_days"].rank(pct=True, method="average")
+    assert not np.allclose(part["recency_days_pct"], within)  # ranked among everyone, not the sample
+
+
+def test_training_samples_are_stored_reused_and_nested(tmp_path, source, monkeypatch):
+    from datetime import timedelta
+
+    from purchasing_power import history
+    from purchasing_power.history import RunData
+    from purchasing_power.pipeline import run_stage, settings_for
+
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path))
+    params, over = {"source": source, "day": DAY.isoformat()}, {"use_text": False}
+    for stage in ("extract", "clean"):
+        run_stage(stage, params, overrides=over)
+    settings = settings_for(params, over)
+    snap = DAY - timedelta(days=60)
+    data = RunData.load(settings, DAY)
+    quarter = data.sampled_features(snap, 2)
+    sample_file, full_file = Path(data.sample_path(snap, 2)), Path(data.feature_path(snap))
+    assert sample_file.exists() and not full_file.exists()  # a sample is not stored as the snapshot's features
+    full = RunData.load(settings, DAY).features(snap, keep=False)
+    assert 0 < len(quarter) < len(full) / 2
+    pd.testing.assert_frame_equal(quarter, full.loc[quarter.index], check_exact=True)
+    assert RunData.load(settings, DAY).customers_as_of(snap) == len(full)
+    full_file.unlink()
+    assert RunData.load(settings, DAY).customers_as_of(snap) == len(full)  # counted from the history
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("computed again instead of reading the stored sample")
+
+    monkeypatch.setattr(history, "build_features", no_compute)
+    eighth = RunData.load(settings, DAY).sampled_features(snap, 3)  # served by the stored quarter
+    assert set(eighth.index) <= set(quarter.index) and 0 < len(eighth) < len(quarter)
+    pd.testing.assert_frame_equal(eighth, full.loc[eighth.index], check_exact=True)
+    assert not Path(data.sample_path(snap, 3)).exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from purchasing_power.settings import Settings
-from purchasing_power.train import customer_sample, training_table
+from purchasing_power.train import customer_sample, sample_level, training_table
 
 
 def test_customer_sample_is_seeded_stable_and_near_the_share():
@@ -38,6 +38,13 @@ class FakeData:
     def history_until(self, anchor: date) -> pd.DataFrame:
         return self._tx
 
+    def customers_as_of(self, d: date) -> int:
+        return len(self._f[d])
+
+    def sampled_features(self, d: date, level: int) -> pd.DataFrame:
+        f = self._f[d]
+        return f[customer_sample(f.index.to_numpy(), 0.5**level, self.settings.seed)]
+
 
 def test_training_table_keeps_whole_customers_within_the_bound():
     snaps = [date(2023, 6, 1) + timedelta(days=14 * k) for k in range(4)]
@@ -50,3 +57,16 @@ def test_training_table_keeps_whole_customers_within_the_bound():
     per_customer = small.groupby("customer_id")["snapshot"].nunique()
     assert (per_customer == len(snaps)).all()  # a sampled customer is in every snapshot
     assert training_table(data, snaps, date(2024, 1, 1), max_rows=100_000).attrs["sample_share"] == 1.0
+    # shares are powers of two: 3000 rows allowed of 8000 -> 1/4, not 3/8
+    assert training_table(data, snaps, date(2024, 1, 1), max_rows=3000).attrs["sample_share"] == 0.25
+
+
+def test_sample_levels_are_powers_of_two_within_the_bound_and_nest():
+    assert sample_level(0, 10**9) == 0 and sample_level(1000, 1000) == 0 and sample_level(1000, 999) == 0
+    assert sample_level(1000, 1001) == 1 and sample_level(1000, 2000) == 1 and sample_level(1000, 2001) == 2
+    for bound in (1_500_000, 6_500_000, 26_000_000):
+        k = sample_level(1_000_000, bound)
+        assert bound * 0.5**k <= 1_000_000 < bound * 0.5 ** (k - 1)
+    ids = np.arange(50_000)
+    half, eighth = customer_sample(ids, 0.5, seed=3), customer_sample(ids, 0.125, seed=3)
+    assert (half | ~eighth).all() and eighth.sum() < half.sum()  # the smaller sample lies within the larger
