@@ -12,6 +12,10 @@ Airflow runs tasks: each stage in a fresh Python process
 add ``train,evaluate,gate,score,publish`` to run an anchor day end to end. The storage and the
 sources live under ``--work`` (default ``.bench/scale``, outside git).
 
+``--snapshot 2024-06-30:5`` also times one training snapshot's features for every customer and
+for a training sample of share 2**-5 (what an anchor day computes per snapshot when the training
+table would exceed ``training_max_rows``), in one process: the ratio is the sample's saving.
+
 ``--start 2024-01-01`` generates the same customers with one year of history instead of two
 (the demo ends 2024-12-31): what an ordinary day costs for the length of the history.
 ``--stages ...,features_sharded`` runs only the sharded features tasks (for a size whose
@@ -50,6 +54,23 @@ STAGE = "from purchasing_power.pipeline import run_stage; run_stage(sys.argv[1],
 SHARD_STEP = ("from purchasing_power.pipeline import run_feature_shard; "
               "run_feature_shard(sys.argv[1], int(sys.argv[3]), json.loads(sys.argv[2]))")
 JOIN = "from purchasing_power.pipeline import run_stage; run_stage('features', json.loads(sys.argv[2]), combine=True)"
+# one training snapshot's features: every customer's, then a training sample's (share 2**-level), same process
+SNAPSHOT = """
+from datetime import date
+from purchasing_power.features import build_features
+from purchasing_power.history import RunData
+from purchasing_power.pipeline import settings_for
+from purchasing_power.shards import customer_sample
+p = json.loads(sys.argv[1]); snap = date.fromisoformat(sys.argv[2]); level = int(sys.argv[3])
+s = settings_for(p, {}); d = RunData.load(s, date.fromisoformat(p["day"])); tx = d.feature_history()
+args = dict(vectors=d.vectors if s.use_text else None, user_texts=(d.texts, d.vectors) if d.user_text else None)
+t = time.perf_counter(); n_full = len(build_features(tx, snap, **args)); full = time.perf_counter() - t
+t = time.perf_counter()
+n_sample = len(build_features(tx, snap, sample=lambda ids: customer_sample(ids, 0.5 ** level, s.seed), **args))
+sampled = time.perf_counter() - t
+print("##" + json.dumps({"snapshot": snap.isoformat(), "share": 0.5 ** level, "customers": n_full, "sampled": n_sample,
+                         "full_seconds": round(full, 2), "sample_seconds": round(sampled, 2), "ratio": round(full / sampled, 2)}))
+"""
 
 
 def sharded_features(params: str, shards: int, storage: Path, env: dict[str, str]) -> dict[str, object]:
@@ -81,13 +102,17 @@ def sharded_features(params: str, shards: int, storage: Path, env: dict[str, str
 
 
 def measured(body: str, *args: str, env: dict[str, str]) -> dict[str, float]:
-    """Run ``body`` in a fresh interpreter; its wall seconds and peak RSS."""
+    """Run ``body`` in a fresh interpreter; its wall seconds and peak RSS (and what it printed
+    after ``##`` as JSON)."""
     proc = subprocess.run([sys.executable, "-c", MEASURE.format(body=body), *args], env=env, cwd=ROOT,
                           capture_output=True, text=True)
+    if proc.returncode != 0 and "purchasing_power.errors.NothingToDo" in proc.stderr:  # Airflow skips the task
+        return {"skipped": proc.stderr.strip().splitlines()[-1][-300:]}
     if proc.returncode != 0:
         raise RuntimeError(f"failed ({proc.returncode}): {proc.stderr[-3000:]}")
     line = next(ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("@@"))
-    return json.loads(line[2:])
+    extra = [json.loads(ln[2:]) for ln in proc.stdout.splitlines() if ln.startswith("##")]
+    return {**json.loads(line[2:]), **(extra[-1] if extra else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="then run the same stages for the following (ordinary) day on the same storage (default)")
     ap.add_argument("--no-next-day", dest="next_day", action="store_false")
     ap.add_argument("--feature-shards", type=int, default=4, help="also run the sharded features tasks with N shards (1: not)")
+    ap.add_argument("--snapshot", default="",
+                    help="SNAPSHOT:LEVEL: time one training snapshot's features for every customer and for a training "
+                         "sample of share 2**-LEVEL in one process (after the stages; needs the day's clean history)")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     ap.add_argument("--reuse-storage", action="store_true",
@@ -148,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {row['stages'][stage]}", flush=True)
             if stage == "features" and args.feature_shards > 1:
                 row["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
+        if args.snapshot:
+            snap, level = args.snapshot.split(":")
+            print(f"{n:,} customers: snapshot {snap}, every customer and a sample of 2**-{level} ...", flush=True)
+            row["training_snapshot"] = measured(SNAPSHOT, params, snap, level, env=stage_env)
+            print(f"  {row['training_snapshot']}", flush=True)
         if args.next_day and "error" not in json.dumps(row["stages"]):
             from datetime import date, timedelta
 
@@ -157,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             for stage in stages:
                 if stage == "features_sharded":
                     row["next_day"]["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
+                    continue
+                if stage in ("evaluate", "gate") and "skipped" in row["next_day"]["stages"].get("train", {}):
+                    row["next_day"]["stages"][stage] = {"skipped": "the anchor is decided (train skipped)"}
                     continue
                 print(f"{n:,} customers, next day: {stage} ...", flush=True)
                 try:

@@ -80,7 +80,7 @@ class Settings:
     retrain_every_days: int = 30  # models are fitted on anchor days: every N days on a fixed grid
     snapshot_step_days: int = 14  # training snapshots on a fixed grid every N days
     training_lookback_days: int = 365  # how far back training snapshots reach from the anchor
-    training_max_rows: int = 1_000_000  # bound on a training table: above it a seeded sample of whole customers (0: no bound)
+    training_max_rows: int = 250_000  # bound on a training table: above it a seeded sample of whole customers (0: no bound)
     recalibration_windows: int = 2  # score: refit the purchase calibration on the N latest closed windows (as of D-h, D-h-step, ...); 0: keep the fit's
     purchase_horizon_days: int = 30
     spend_horizon_days: int = 90
