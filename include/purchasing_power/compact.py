@@ -102,3 +102,9 @@ def take_rows(tx: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     out = tx.take(rows)
     out.attrs[CODE_VALUES] = tx.attrs[CODE_VALUES]
     return out
+
+
+def sale_lines(tx: pd.DataFrame) -> np.ndarray:
+    """Which lines are valid sales (not a cancellation, quantity > 0): a customer with one before
+    the end of the as-of day has a row in that day's features."""
+    return (~tx["is_cancellation"] & (tx["quantity"] > 0)).to_numpy()

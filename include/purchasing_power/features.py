@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Callable
 
-from purchasing_power.compact import CODE_VALUES, codes_and_values, compact_history, take_rows
+from purchasing_power.compact import CODE_VALUES, codes_and_values, compact_history, sale_lines, take_rows
 from purchasing_power.schemas import EMBEDDING_DTYPE, HISTORY_DAYS, TEXT_PREFIX
 from purchasing_power.shards import shard_of
 
@@ -137,7 +137,7 @@ def prepare_lines(tx: pd.DataFrame, as_of: date, *, description: bool = False) -
     buy_days = days[days["line_value"] > 0]
     del days
     # every customer with a valid sale line is scored, even if returns netted all their days out
-    sold = (~tx["is_cancellation"] & (tx["quantity"] > 0)).to_numpy()
+    sold = sale_lines(tx)
     sale_ts = tx["invoice_ts"][sold].groupby(tx["customer_id"][sold])
     del sold
     first_sale, last_sale = sale_ts.min(), sale_ts.max()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.compact import CODED, FEATURE_COLUMNS, compact_history
+from purchasing_power.compact import CODED, FEATURE_COLUMNS, compact_history, sale_lines
 from purchasing_power.features import build_features
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, FEATURES_SAMPLE_FILE, TEXTS_CLEAN_FILE, Workspace
@@ -237,7 +237,7 @@ class RunData:
         if store.exists(path):
             return len(store.read_parquet(path, columns=["customer_id"]))
         tx = self.feature_history()
-        sold = ((tx["invoice_ts"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)) & ~tx["is_cancellation"] & (tx["quantity"] > 0)).to_numpy()
+        sold = sale_lines(tx) & (tx["invoice_ts"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)).to_numpy()
         return int(tx["customer_id"][sold].nunique())
 
     def sampled_features(self, as_of: date, level: int) -> pd.DataFrame:

@@ -80,7 +80,7 @@ def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int
     share = 0.5**level
     frames = []
     for snap in snaps:
-        f = data.sampled_features(snap, level) if level else data.features(snap)
+        f = data.sampled_features(snap, level)  # level 0: the snapshot's features
         if f.empty:
             continue
         lab = build_labels(hist, snap, f.index, s.purchase_horizon_days, s.spend_horizon_days)

@@ -42,7 +42,7 @@ class FakeData:
         return len(self._f[d])
 
     def sampled_features(self, d: date, level: int) -> pd.DataFrame:
-        f = self._f[d]
+        f = self._f[d]  # level 0: every row (share 1)
         return f[customer_sample(f.index.to_numpy(), 0.5**level, self.settings.seed)]
 
 
