@@ -16,6 +16,14 @@ sources live under ``--work`` (default ``.bench/scale``, outside git).
 for a training sample of share 2**-5 (what an anchor day computes per snapshot when the training
 table would exceed ``training_max_rows``), in one process: the ratio is the sample's saving.
 
+``--anchor-day 2024-12-21`` (with ``--day 2024-11-21``, the anchor before it) also runs a later
+anchor day on the same storage, the steady state of a deployment: the history is extracted and
+the previous anchor's candidates are stored, so the day fits its own anchor only (the first day
+on fresh storage extracts the whole history and fits two anchors); the next day then follows it.
+``--shard-every-stage`` runs every stage with ``PURCHASING_POWER_FEATURE_SHARDS`` set to
+``--feature-shards``, as a sharded deployment does: train and evaluate then build each
+snapshot's features shard by shard in-process (less memory).
+
 ``--start 2024-01-01`` generates the same customers with one year of history instead of two
 (the demo ends 2024-12-31): what an ordinary day costs for the length of the history.
 ``--stages ...,features_sharded`` runs only the sharded features tasks (for a size whose
@@ -115,6 +123,31 @@ def measured(body: str, *args: str, env: dict[str, str]) -> dict[str, float]:
     return {**json.loads(line[2:]), **(extra[-1] if extra else {})}
 
 
+def run_day(n: int, day: str, stages: list[str], source: Path, storage: Path, env: dict[str, str],
+            shards: int) -> dict[str, object]:
+    """Seconds and peak RSS of the stages of one day on a size's storage (``shards`` > 1: the
+    features step also the sharded way, :func:`sharded_features`)."""
+    out: dict[str, object] = {"day": day, "stages": {}}
+    params = json.dumps({"source": str(source), "day": day})
+    for stage in stages:
+        if stage == "features_sharded":
+            out["features_sharded"] = sharded_features(params, shards, storage, env)
+            continue
+        if stage in ("evaluate", "gate") and "skipped" in out["stages"].get("train", {}):
+            out["stages"][stage] = {"skipped": "the anchor is decided (train skipped)"}
+            continue
+        print(f"{n:,} customers, {day}: {stage} ...", flush=True)
+        try:
+            out["stages"][stage] = measured(STAGE, stage, params, env=env)
+        except RuntimeError as exc:
+            out["stages"][stage] = {"error": str(exc)[-500:]}
+            break
+        print(f"  {out['stages'][stage]}", flush=True)
+        if stage == "features" and shards > 1:
+            out["features_sharded"] = sharded_features(params, shards, storage, env)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", default="25000,250000,1000000")
@@ -128,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot", default="",
                     help="SNAPSHOT:LEVEL: time one training snapshot's features for every customer and for a training "
                          "sample of share 2**-LEVEL in one process (after the stages; needs the day's clean history)")
+    ap.add_argument("--shard-every-stage", action="store_true",
+                    help="run every stage with PURCHASING_POWER_FEATURE_SHARDS=--feature-shards, as a sharded deployment "
+                         "does (train and evaluate then build each snapshot's features shard by shard in-process)")
+    ap.add_argument("--anchor-day", default="",
+                    help="after the first day, run the stages for this later anchor day on the same storage (the "
+                         "steady state: history extracted, the previous anchor fitted), then its next day")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     ap.add_argument("--reuse-storage", action="store_true",
@@ -163,46 +202,28 @@ def main(argv: list[str] | None = None) -> int:
         params = json.dumps({"source": str(source), "day": args.day})
         row.setdefault("stages", {})
         row["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
-        for stage in stages:
-            if stage == "features_sharded":  # only the sharded features tasks (a size whose unsharded task would not fit)
-                row["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
-                continue
-            print(f"{n:,} customers: {stage} ...", flush=True)
-            try:
-                row["stages"][stage] = measured(STAGE, stage, params, env=stage_env)
-            except RuntimeError as exc:
-                row["stages"][stage] = {"error": str(exc)[-500:]}
-                break
-            print(f"  {row['stages'][stage]}", flush=True)
-            if stage == "features" and args.feature_shards > 1:
-                row["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
+        if args.shard_every_stage:
+            stage_env["PURCHASING_POWER_FEATURE_SHARDS"] = str(args.feature_shards)
+            row["every_stage_sharded"] = args.feature_shards
+        first = run_day(n, args.day, stages, source, storage, stage_env, args.feature_shards)
+        row["stages"].update(first["stages"])
+        if "features_sharded" in first:
+            row["features_sharded"] = first["features_sharded"]
         if args.snapshot:
             snap, level = args.snapshot.split(":")
             print(f"{n:,} customers: snapshot {snap}, every customer and a sample of 2**-{level} ...", flush=True)
             row["training_snapshot"] = measured(SNAPSHOT, params, snap, level, env=stage_env)
             print(f"  {row['training_snapshot']}", flush=True)
-        if args.next_day and "error" not in json.dumps(row["stages"]):
+        if args.anchor_day and "error" not in json.dumps(row["stages"]):
+            # a later anchor day on the same storage: the history is extracted and the previous
+            # anchor's candidates are stored, so the day fits only its own anchor
+            row["anchor_day"] = run_day(n, args.anchor_day, stages, source, storage, stage_env, args.feature_shards)
+        last = row["anchor_day"] if args.anchor_day else row
+        if args.next_day and "error" not in json.dumps(last["stages"]):
             from datetime import date, timedelta
 
-            nxt = (date.fromisoformat(args.day) + timedelta(days=1)).isoformat()
-            row.setdefault("next_day", {"day": nxt, "stages": {}})
-            params = json.dumps({"source": str(source), "day": nxt})
-            for stage in stages:
-                if stage == "features_sharded":
-                    row["next_day"]["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
-                    continue
-                if stage in ("evaluate", "gate") and "skipped" in row["next_day"]["stages"].get("train", {}):
-                    row["next_day"]["stages"][stage] = {"skipped": "the anchor is decided (train skipped)"}
-                    continue
-                print(f"{n:,} customers, next day: {stage} ...", flush=True)
-                try:
-                    row["next_day"]["stages"][stage] = measured(STAGE, stage, params, env=stage_env)
-                except RuntimeError as exc:
-                    row["next_day"]["stages"][stage] = {"error": str(exc)[-500:]}
-                    break
-                print(f"  {row['next_day']['stages'][stage]}", flush=True)
-                if stage == "features" and args.feature_shards > 1:
-                    row["next_day"]["features_sharded"] = sharded_features(params, args.feature_shards, storage, stage_env)
+            nxt = (date.fromisoformat(last["day"]) + timedelta(days=1)).isoformat()
+            row["next_day"] = run_day(n, nxt, stages, source, storage, stage_env, args.feature_shards)
         results.append(row)
         results.sort(key=lambda r: (r["customers"], r.get("history_from", DEFAULT_START)))
         Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -129,7 +129,7 @@ def evaluate_anchor(
     }
     scores: pd.DataFrame | None = None
     if e >= data.first_day:
-        fe = data.features(e)
+        fe = data.features(e, keep=False)  # not held for later calls: the stage reads each snapshot once
         if not fe.empty:
             y = build_labels(hist, e, fe.index, s.purchase_horizon_days, s.spend_horizon_days)["purchased"].to_numpy()
             contenders = {"bgnbd": fe[BASELINE_P].to_numpy(), "recency": -fe["recency_days"].to_numpy()}
@@ -145,7 +145,7 @@ def evaluate_anchor(
             scores = _scores_frame(fe.index, y, contenders)
             scores.attrs["model_versions"] = versions
     if e_s >= data.first_day:
-        fs = data.features(e_s)
+        fs = data.features(e_s, keep=False)
         if not fs.empty:
             y = build_labels(hist, e_s, fs.index, s.purchase_horizon_days, s.spend_horizon_days)["spend"].to_numpy()
             past = fs["spend_total"].clip(lower=0).to_numpy()

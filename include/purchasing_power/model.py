@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from purchasing_power.pipelines import as_float64, fit_variants, hgb_classifier, preprocessor, signed_log1p  # noqa: F401  (bundles pickled before pipelines.py unpickle as_float64 and signed_log1p from here)
 from purchasing_power.schemas import BASELINE_P, BASELINE_SPEND, HISTORY_DAYS, TEXT_PREFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,7 +53,6 @@ PAST_SPEND = "spend_total"
 PURCHASE_CANDIDATES = ("hgb", "logreg", "blend")
 #: Features of the amount part of the two-part spend model (log1p of the positive part).
 AMOUNT_FEATURES = ("spend_total", "spend_365d")
-TEXT_COMPONENTS = 8
 _EPS = 1e-6
 
 
@@ -79,19 +79,6 @@ class InsufficientData(ValueError):
     """Not enough closed training snapshots (or one class missing) to fit a model."""
 
 
-def as_float64(x):
-    import numpy as np
-
-    return np.asarray(x, dtype=np.float64)
-
-
-def signed_log1p(x):
-    import numpy as np
-
-    x = np.asarray(x, dtype=np.float64)
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def logit(p):
     import numpy as np
 
@@ -112,70 +99,6 @@ def feature_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     text = [c for c in frame.columns if c.startswith(TEXT_PREFIXES)]
     num = [c for c in frame.columns if c not in skip and not c.startswith(TEXT_PREFIXES)]
     return num, text
-
-
-def _preprocessor(num: list[str], text: list[str], seed: int, n_rows: int, scale: bool) -> Any:
-    """signed log1p + median imputation (+ standardisation) of numeric columns; the mean text
-    embedding of each block (product text, user text) reduced by PCA to at most TEXT_COMPONENTS
-    components."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.decomposition import PCA
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-    num_steps = [
-        ("log", FunctionTransformer(signed_log1p, feature_names_out="one-to-one")),
-        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-    ]
-    if scale:
-        num_steps.append(("scale", StandardScaler()))
-    parts = [("num", Pipeline(num_steps), num)]
-    for prefix in TEXT_PREFIXES:
-        block = [c for c in text if c.startswith(prefix)]
-        if not block:
-            continue
-        k = max(1, min(TEXT_COMPONENTS, len(block), n_rows - 1))
-        text_steps = [
-            ("widen", FunctionTransformer(as_float64, feature_names_out="one-to-one")),  # stored as float32
-            ("impute", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
-            ("pca", PCA(n_components=k, random_state=seed, svd_solver="full")),
-        ]
-        if scale:
-            text_steps.append(("scale", StandardScaler()))
-        parts.append(("text" if prefix == TEXT_PREFIXES[0] else f"text_{prefix.rstrip('_')}", Pipeline(text_steps), block))
-    return ColumnTransformer(parts, remainder="drop")
-
-
-def _hgb_classifier(seed: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    # small trees, slow learning rate, fixed number of rounds (no early-stopping split)
-    return HistGradientBoostingClassifier(
-        max_iter=300, learning_rate=0.03, max_leaf_nodes=7, min_samples_leaf=100, l2_regularization=1.0,
-        early_stopping=False, random_state=seed,
-    )
-
-
-def make_purchase_pipeline(kind: str, num: list[str], text: list[str], *, seed: int, n_rows: int, minority: int, smote: bool = True) -> Any:
-    """A preprocessing + (SMOTE) + classifier pipeline for ``kind`` in ``hgb``/``logreg``.
-    (``blend`` is built from the two fitted pipelines, see :func:`fit_purchase_model`.)"""
-    from imblearn.pipeline import Pipeline
-    from sklearn.linear_model import LogisticRegression
-
-    from purchasing_power.rebalance import make_smote
-
-    if kind == "hgb":
-        clf = _hgb_classifier(seed)
-    elif kind == "logreg":
-        clf = LogisticRegression(C=0.01, max_iter=3000)
-    else:
-        raise ValueError(f"unknown purchase pipeline {kind!r}; expected hgb or logreg")
-    steps: list[tuple[str, Any]] = [("pre", _preprocessor(num, text, seed, n_rows, scale=kind == "logreg"))]
-    if smote:
-        steps.append(("smote", make_smote(seed, minority)))
-    steps.append(("clf", clf))
-    return Pipeline(steps)
 
 
 @dataclass
@@ -363,14 +286,9 @@ def fit_purchase_model(
         raise InsufficientData("the calibration snapshot has a single class")
     pipes = sorted({"hgb", "logreg"} & set(kinds) | ({"hgb", "logreg"} if "blend" in kinds else set()))
     variants = ((True,) if smote_only else (False, True)) if smote else (False,)
-    fitted: dict[tuple[str, bool], Any] = {}
-    raw: dict[tuple[str, bool], np.ndarray] = {}
+    fitted, raw = fit_variants(base_rows, y, cal_rows, [(k, v) for v in variants for k in pipes], num=num, text=text,
+                               seed=seed, minority=minority)
     for use_smote in variants:
-        for kind in pipes:
-            pipe = make_purchase_pipeline(kind, num, text, seed=seed, n_rows=len(base_rows), minority=minority, smote=use_smote)
-            pipe.fit(base_rows[cols], y)
-            fitted[kind, use_smote] = pipe
-            raw[kind, use_smote] = pipe.predict_proba(cal_rows[cols])[:, 1]
         if "blend" in kinds:
             raw["blend", use_smote] = _combine([raw["hgb", use_smote], raw["logreg", use_smote]])
     scores = {key: purchase_metrics(y_cal, r) for key, r in raw.items() if key[0] in kinds}
@@ -437,7 +355,7 @@ def fit_spend_model(train: pd.DataFrame, *, seed: int, columns: list[str] | None
     pos = y > 0
     if len(train) < 20 or pos.sum() < 10 or (~pos).sum() < 10:
         raise InsufficientData(f"too few spend training rows: {len(train)} rows, {int(pos.sum())} with spend")
-    buy = Pipeline([("pre", _preprocessor(num, text, seed, len(train), scale=False)), ("clf", _hgb_classifier(seed))])
+    buy = Pipeline([("pre", preprocessor(num, text, seed, len(train))), ("clf", hgb_classifier(seed))])
     buy.fit(train[num + text], pos.astype(np.int64))
     A = _amount_matrix(train[pos], AMOUNT_FEATURES)
     reg = LinearRegression().fit(A, np.log(y[pos]))

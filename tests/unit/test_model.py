@@ -240,3 +240,39 @@ def test_recalibration_with_a_single_class_keeps_the_fit():
     assert m2 is m and info["applied"] is False and "single class" in info["reason"]
     m3, info = M.recalibrate(m, [])
     assert m3 is m and info["applied"] is False and info["rows"] == 0
+
+
+def test_candidate_fits_do_not_depend_on_how_many_run_at_once():
+    from purchasing_power.pipelines import fit_variants
+
+    table = make_table(n=400)
+    base, cal = M.split_calibration(table)
+    num, text = M.feature_columns(table)
+    y = base["purchased"].to_numpy()
+    variants = [("hgb", False), ("logreg", False), ("hgb", True), ("logreg", True)]
+    with M.single_threaded():
+        one = fit_variants(base, y, cal, variants, num=num, text=text, seed=3, minority=50, workers=1)
+        four = fit_variants(base, y, cal, variants, num=num, text=text, seed=3, minority=50, workers=4)
+    X = scoring_frame(table)
+    for v in variants:
+        np.testing.assert_array_equal(one[1][v], four[1][v])
+        np.testing.assert_array_equal(one[0][v].predict_proba(X[num + text]), four[0][v].predict_proba(X[num + text]))
+    # one preprocessing, fitted once, serves every candidate
+    assert len({id(pipe.named_steps["pre"]) for pipe in four[0].values()}) == 1
+
+
+def test_fitting_threads_run_openmp_single_threaded(monkeypatch):
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    from purchasing_power import pipelines
+
+    seen: list[int] = []
+    real = pipelines.hgb_classifier
+
+    def spy(seed):
+        seen.append(_openmp_effective_n_threads())
+        return real(seed)
+
+    monkeypatch.setattr(pipelines, "hgb_classifier", spy)
+    M.fit_purchase_model(make_table(), seed=1, smote=True, kinds=("hgb",))
+    assert seen == [1, 1]

@@ -173,12 +173,13 @@ def test_build_features_with_user_texts_ignores_texts_after_the_day(settings_fac
 
 
 def test_model_reduces_each_text_block_on_its_own():
-    from purchasing_power.model import _preprocessor, feature_columns
+    from purchasing_power.model import feature_columns
+    from purchasing_power.pipelines import preprocessor
 
     frame = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 7)), columns=["a", "txt_000", "txt_001", "utxt_000", "utxt_001", "utxt_002", "user_texts_n"])
     num, text = feature_columns(frame)
     assert num == ["a", "user_texts_n"] and text == ["txt_000", "txt_001", "utxt_000", "utxt_001", "utxt_002"]
-    pre = _preprocessor(num, text, seed=0, n_rows=40, scale=False)
+    pre = preprocessor(num, text, seed=0, n_rows=40)
     assert [name for name, _, _ in pre.transformers] == ["num", "text", "text_utxt"]
 
 
