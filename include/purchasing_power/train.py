@@ -101,40 +101,57 @@ def model_version(settings: Settings, anchor: date, kind: str, text_key: str) ->
 
 
 def fit_bundle(data: RunData, anchor: date, purchase_end: date, spend_end: date, version: str) -> tuple[ModelBundle | None, dict[str, Any]]:
-    """Fit purchase + spend models on snapshots closed by ``purchase_end`` / ``spend_end``.
-    Returns (None, info) when there is not enough data (the caller falls back to BG/NBD)."""
-    from purchasing_power.model import InsufficientData, ModelBundle, fit_purchase_model, fit_spend_model
+    """Fit purchase + spend models on snapshots closed by ``purchase_end`` / ``spend_end`` (the
+    spend model in a thread beside the purchase candidates': each fit is single-threaded, so
+    the models are the same as one after the other). Returns (None, info) when there is not
+    enough data (the caller falls back to BG/NBD)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from purchasing_power.model import InsufficientData, ModelBundle, fit_purchase_model, fit_spend_model, single_threaded
 
     s = data.settings
     p_snaps = snapshots(data, anchor, purchase_end - timedelta(days=s.purchase_horizon_days))
     s_snaps = snapshots(data, anchor, spend_end - timedelta(days=s.spend_horizon_days))
     info: dict[str, Any] = {"purchase_snapshots": [d.isoformat() for d in p_snaps], "spend_snapshots": [d.isoformat() for d in s_snaps]}
-    try:
-        ptab = training_table(data, p_snaps, anchor, s.training_max_rows)
-        if ptab.empty:
-            raise InsufficientData("no purchase training snapshots")
-        purchase = fit_purchase_model(ptab, seed=s.seed, smote=s.use_smote, kinds=tuple(s.candidates))
-    except InsufficientData as exc:
-        info["purchase_error"] = str(exc)
-        log.warning("anchor %s: cannot fit purchase model (%s)", anchor, exc)
-        return None, info
+    ptab = training_table(data, p_snaps, anchor, s.training_max_rows)
+    if ptab.empty:
+        return None, _no_purchase_model(info, anchor, InsufficientData("no purchase training snapshots"))
+    stab = training_table(data, s_snaps, anchor, s.training_max_rows)
+
+    def fit_spend() -> Any:
+        if stab.empty:
+            raise InsufficientData("no spend training snapshots")
+        return fit_spend_model(stab, seed=s.seed)
+
+    # BLAS held to one thread for both fits (its thread count is process-wide)
+    with single_threaded(), ThreadPoolExecutor(max_workers=1) as side:
+        spend_fit = side.submit(fit_spend)
+        try:
+            purchase = fit_purchase_model(ptab, seed=s.seed, smote=s.use_smote, kinds=tuple(s.candidates))
+        except InsufficientData as exc:
+            spend_fit.cancel()
+            return None, _no_purchase_model(info, anchor, exc)
+        spend = None
+        try:
+            spend = spend_fit.result()
+        except InsufficientData as exc:
+            info["spend_error"] = f"{exc}; spend falls back to BG/NBD x Gamma-Gamma"
+            log.warning("anchor %s: spend model falls back to BG/NBD x Gamma-Gamma (%s)", anchor, exc)
     info["purchase_rows"] = int(len(ptab))
     if ptab.attrs["sample_share"] < 1.0:  # recorded only when the bound applies
         info["purchase_sample_share"] = round(ptab.attrs["sample_share"], 6)
     info["purchase_selection"] = purchase.selection
-    spend = None
-    try:
-        stab = training_table(data, s_snaps, anchor, s.training_max_rows)
-        if stab.empty:
-            raise InsufficientData("no spend training snapshots")
-        spend = fit_spend_model(stab, seed=s.seed)
+    if spend is not None:
         info["spend_rows"] = int(len(stab))
         if stab.attrs["sample_share"] < 1.0:
             info["spend_sample_share"] = round(stab.attrs["sample_share"], 6)
-    except InsufficientData as exc:
-        info["spend_error"] = f"{exc}; spend falls back to BG/NBD x Gamma-Gamma"
-        log.warning("anchor %s: spend model falls back to BG/NBD x Gamma-Gamma (%s)", anchor, exc)
     return ModelBundle(version=version, kind="model", purchase=purchase, spend=spend, info=info), info
+
+
+def _no_purchase_model(info: dict[str, Any], anchor: date, exc: Exception) -> dict[str, Any]:
+    info["purchase_error"] = str(exc)
+    log.warning("anchor %s: cannot fit purchase model (%s)", anchor, exc)
+    return info
 
 
 def fit_candidates(data: RunData, anchor: date, *, force: bool = False) -> dict[str, Any]:

@@ -70,3 +70,53 @@ def test_sample_levels_are_powers_of_two_within_the_bound_and_nest():
     ids = np.arange(50_000)
     half, eighth = customer_sample(ids, 0.5, seed=3), customer_sample(ids, 0.125, seed=3)
     assert (half | ~eighth).all() and eighth.sum() < half.sum()  # the smaller sample lies within the larger
+
+
+def _bundle_data(monkeypatch, tables: dict[str, pd.DataFrame]):
+    """fit_bundle over given training tables: 'purchase' for the purchase snapshots, 'spend' for
+    the spend ones (snapshots() stubbed to tell them apart)."""
+    import purchasing_power.train as T
+
+    p_day, s_day = date(2024, 1, 1), date(2023, 11, 1)
+    monkeypatch.setattr(T, "snapshots", lambda data, anchor, label_end: [p_day] if label_end > s_day else [s_day])
+    monkeypatch.setattr(T, "training_table", lambda data, snaps, anchor, max_rows=0: tables["purchase" if snaps == [p_day] else "spend"])
+
+    class Data:
+        settings = Settings(use_smote=False)
+
+    return Data(), date(2024, 3, 1), date(2024, 2, 1), date(2023, 12, 1)
+
+
+def test_bundle_fits_spend_beside_purchase_with_the_same_models(monkeypatch):
+    from test_model import make_table, scoring_frame
+
+    from purchasing_power.model import fit_purchase_model, fit_spend_model
+    from purchasing_power.train import fit_bundle
+
+    ptab, stab = make_table(n=300, seed=1), make_table(n=300, seed=2)
+    for t in (ptab, stab):
+        t.attrs["sample_share"] = 1.0
+    data, anchor, p_end, s_end = _bundle_data(monkeypatch, {"purchase": ptab, "spend": stab})
+    bundle, info = fit_bundle(data, anchor, p_end, s_end, "v1")
+    X = scoring_frame(ptab)
+    alone_p = fit_purchase_model(ptab, seed=data.settings.seed, smote=False, kinds=tuple(data.settings.candidates))
+    alone_s = fit_spend_model(stab, seed=data.settings.seed)
+    np.testing.assert_array_equal(bundle.purchase.predict_proba(X), alone_p.predict_proba(X))
+    np.testing.assert_array_equal(bundle.spend.predict(X), alone_s.predict(X))
+    assert info["purchase_rows"] == len(ptab) and info["spend_rows"] == len(stab) and "spend_error" not in info
+
+
+def test_bundle_without_spend_rows_falls_back_and_without_purchase_rows_is_none(monkeypatch):
+    from test_model import make_table
+
+    from purchasing_power.train import fit_bundle
+
+    ptab = make_table(n=300, seed=1)
+    ptab.attrs["sample_share"] = 1.0
+    data, anchor, p_end, s_end = _bundle_data(monkeypatch, {"purchase": ptab, "spend": pd.DataFrame()})
+    bundle, info = fit_bundle(data, anchor, p_end, s_end, "v1")
+    assert bundle is not None and bundle.purchase is not None and bundle.spend is None
+    assert info["spend_error"].startswith("no spend training snapshots") and "spend_rows" not in info
+    data, anchor, p_end, s_end = _bundle_data(monkeypatch, {"purchase": pd.DataFrame(), "spend": ptab})
+    bundle, info = fit_bundle(data, anchor, p_end, s_end, "v1")
+    assert bundle is None and info["purchase_error"] == "no purchase training snapshots"
