@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.compact import CODED, FEATURE_COLUMNS, compact_history, sale_lines
+from purchasing_power.compact import CODED, FEATURE_COLUMNS, LIGHT_COLUMNS, compact_history, sale_lines
 from purchasing_power.features import build_features
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, FEATURES_SAMPLE_FILE, TEXTS_CLEAN_FILE, Workspace
@@ -96,6 +96,7 @@ class RunData:
     user_text: bool = False
     _tx: pd.DataFrame | None = None
     _compact: pd.DataFrame | None = None
+    _light: pd.DataFrame | None = None
     _texts: pd.DataFrame | None = None
     _features: dict[date, pd.DataFrame] = field(default_factory=dict)
 
@@ -166,12 +167,29 @@ class RunData:
         return load_clean_history(self.settings, self.day, since=since, columns=["customer_id", "invoice_ts", "line_value"])
 
     def history_until(self, anchor: date) -> pd.DataFrame:
-        """The rows of :meth:`feature_history` (customer, time, value, ...: what labels read) with
-        invoice day <= ``anchor``."""
+        """Clean rows with invoice day <= ``anchor``, with at least what labels read: from
+        :meth:`light_history`."""
         import pandas as pd
 
-        tx = self.feature_history()
+        tx = self.light_history()
         return tx[(tx["invoice_ts"] < pd.Timestamp(anchor) + pd.Timedelta(days=1)).to_numpy()]
+
+    def light_history(self) -> pd.DataFrame:
+        """The clean history through the run's day with at least ``compact.LIGHT_COLUMNS``
+        (labels, customer counts): the loaded history or feature history when there is one,
+        else those columns of every daily partition, read once (a fraction of the memory of the
+        feature history, which a stage whose snapshot features are all stored never loads)."""
+        if self._tx is not None or self._compact is not None:
+            return self.feature_history()
+        if self._light is None:
+            self._light = load_clean_history(self.settings, self.day, columns=list(LIGHT_COLUMNS))
+        return self._light
+
+    def release_histories(self) -> None:
+        """Drop the histories read from the clean partitions (a later call reads them again): a
+        stage frees them before work that needs none, e.g. the fits once the training tables
+        are built."""
+        self._compact = self._light = None
 
     def shard_history(self, shard: int, *, hand_on: str | None = None) -> pd.DataFrame:
         """The compact history (:func:`compact.compact_history`) of the customers in ``shard`` of
@@ -236,7 +254,7 @@ class RunData:
             return len(self._features[as_of])
         if store.exists(path):
             return len(store.read_parquet(path, columns=["customer_id"]))
-        tx = self.feature_history()
+        tx = self.light_history()
         sold = sale_lines(tx) & (tx["invoice_ts"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)).to_numpy()
         return int(tx["customer_id"][sold].nunique())
 

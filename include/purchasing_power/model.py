@@ -31,7 +31,7 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from purchasing_power.pipelines import as_float64, fit_variants, hgb_classifier, preprocessor, signed_log1p  # noqa: F401  (bundles pickled before pipelines.py unpickle as_float64 and signed_log1p from here)
 from purchasing_power.schemas import BASELINE_P, BASELINE_SPEND, HISTORY_DAYS, TEXT_PREFIXES
@@ -51,19 +51,23 @@ META_COLUMNS = ("snapshot",)
 GLOBAL_COLUMNS = (HISTORY_DAYS,)
 PAST_SPEND = "spend_total"
 PURCHASE_CANDIDATES = ("hgb", "logreg", "blend")
+#: Rows predicted at a time (:func:`by_rows`).
+PREDICT_ROWS = 50_000
 #: Features of the amount part of the two-part spend model (log1p of the positive part).
 AMOUNT_FEATURES = ("spend_total", "spend_365d")
 _EPS = 1e-6
 
 
-def single_threaded() -> contextlib.AbstractContextManager:
+def single_threaded(*, blas_only: bool = False) -> contextlib.AbstractContextManager:
     """BLAS and OpenMP limited to one thread: results never depend on the thread count, and on
-    a small shared machine one thread is as fast as an oversubscribed pool (often faster)."""
+    a small shared machine one thread is as fast as an oversubscribed pool (often faster).
+    ``blas_only``: OpenMP keeps its threads (predictions: the trees' OpenMP loops run over rows,
+    each row computed by one thread, so the bytes do not depend on how many there are)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1)
+    return threadpool_limits(limits=1, user_api="blas" if blas_only else None)
 
 
 def _single_threaded_call(fn):
@@ -133,13 +137,26 @@ class PurchaseModel:
     selection: dict[str, Any] = field(default_factory=dict)
 
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
-        X = X.reindex(columns=self.columns)
-        return _combine([p.predict_proba(X)[:, 1] for p in self.pipelines])
+        return by_rows(lambda part: _combine([p.predict_proba(part)[:, 1] for p in self.pipelines]), X, self.columns)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         import numpy as np
 
         return np.clip(self.calibrator.predict(self.raw_score(X)), 0.0, 1.0)
+
+
+def by_rows(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``predict`` over ``X``'s ``columns``, PREDICT_ROWS rows at a time: the pipelines' float64
+    copies of the features (imputation, text blocks) then take one block's memory, not every
+    customer's. Every step works row by row: a block size changes a prediction by float64
+    rounding at most (BLAS may order a short block's sums differently); the same frame gives the
+    same bytes."""
+    import numpy as np
+
+    if len(X) <= PREDICT_ROWS:
+        return np.asarray(predict(X.reindex(columns=columns)), dtype=np.float64)
+    return np.concatenate([predict(X.iloc[i:i + PREDICT_ROWS].reindex(columns=columns))
+                           for i in range(0, len(X), PREDICT_ROWS)]).astype(np.float64, copy=False)
 
 
 def _combine(probas: list[np.ndarray]) -> np.ndarray:
@@ -171,7 +188,7 @@ class SpendModel:
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         import numpy as np
 
-        p = self.buy.predict_proba(X.reindex(columns=self.columns))[:, 1]
+        p = by_rows(lambda part: self.buy.predict_proba(part)[:, 1], X, self.columns)
         return np.clip(p * self.amount(X), 0.0, None)
 
 
@@ -228,8 +245,11 @@ class ModelBundle:
     spend: SpendModel | PastSpendModel | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
-    @_single_threaded_call
     def predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        with single_threaded(blas_only=True):
+            return self._predict(features)
+
+    def _predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
         if self.purchase is not None:
@@ -324,7 +344,7 @@ def recalibrate(model: PurchaseModel, windows: list[tuple[str, pd.DataFrame, Any
     the model unchanged, with the reason, when the windows hold a single class."""
     import numpy as np
 
-    with single_threaded():
+    with single_threaded(blas_only=True):
         raws = [model.raw_score(f) for _, f, _ in windows]
     raw = np.concatenate(raws) if raws else np.empty(0)
     y = np.concatenate([np.asarray(yw, dtype=np.int64) for _, _, yw in windows]) if windows else np.empty(0, dtype=np.int64)

@@ -28,10 +28,35 @@ TEXT_COMPONENTS = 8
 MAX_PARALLEL_FITS = 4
 
 
+def import_estimators() -> None:
+    """Import the estimator modules in the calling thread. Fits run in threads; two threads
+    importing scikit-learn for the first time at once can meet its modules half-initialised
+    (ImportError), so a caller imports them before it starts any."""
+    import imblearn.over_sampling  # noqa: F401
+    import imblearn.pipeline  # noqa: F401
+    import sklearn.compose  # noqa: F401
+    import sklearn.decomposition  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.impute  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.pipeline  # noqa: F401
+    import sklearn.preprocessing  # noqa: F401
+
+
 def as_float64(x):
     import numpy as np
 
     return np.asarray(x, dtype=np.float64)
+
+
+def float64_no_text_zero(x):
+    """An embedding block as float64 (it is stored as float32) with a customer without text
+    (missing values) at 0.0: one copy of the block."""
+    import numpy as np
+
+    out = np.array(x, dtype=np.float64)
+    out[np.isnan(out)] = 0.0
+    return out
 
 
 def signed_log1p(x):
@@ -62,8 +87,7 @@ def preprocessor(num: list[str], text: list[str], seed: int, n_rows: int) -> Any
             continue
         k = max(1, min(TEXT_COMPONENTS, len(block), n_rows - 1))
         text_steps = [
-            ("widen", FunctionTransformer(as_float64, feature_names_out="one-to-one")),  # stored as float32
-            ("impute", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)),
+            ("fill", FunctionTransformer(float64_no_text_zero, feature_names_out="one-to-one")),
             ("pca", PCA(n_components=k, random_state=seed, svd_solver=_pca_solver(n_rows, len(block)))),
         ]
         parts.append(("text" if prefix == TEXT_PREFIXES[0] else f"text_{prefix.rstrip('_')}", Pipeline(text_steps), block))
@@ -117,6 +141,7 @@ def fit_variants(
     fitting thread sets its own OpenMP count to one."""
     from imblearn.pipeline import Pipeline
 
+    import_estimators()
     pre = preprocessor(num, text, seed, len(X))
     Xt = pre.fit_transform(X[num + text])
     Xt_cal = pre.transform(X_cal[num + text])

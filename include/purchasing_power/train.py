@@ -73,20 +73,21 @@ def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int
     ``attrs["sample_share"]`` says which share (1.0: every row)."""
     import pandas as pd
 
-    hist = data.history_until(anchor)
     s = data.settings
     bound = data.customers_as_of(snaps[-1]) * len(snaps) if max_rows > 0 and snaps else 0
     level = sample_level(max_rows, bound)
     share = 0.5**level
-    frames = []
-    for snap in snaps:
-        f = data.sampled_features(snap, level)  # level 0: the snapshot's features
-        if f.empty:
-            continue
-        lab = build_labels(hist, snap, f.index, s.purchase_horizon_days, s.spend_horizon_days)
-        frames.append(f.join(lab).assign(snapshot=snap.isoformat()))
-    if not frames:
+    features = [(snap, data.sampled_features(snap, level)) for snap in snaps]  # level 0: the snapshot's features
+    features = [(snap, f) for snap, f in features if not f.empty]
+    if not features:
         return pd.DataFrame()
+    hist = data.history_until(anchor)  # after the features: the feature history serves when they loaded it
+    frames = []
+    while features:  # each snapshot's features freed once joined with its labels
+        snap, f = features.pop()
+        frames.append(f.join(build_labels(hist, snap, f.index, s.purchase_horizon_days, s.spend_horizon_days)).assign(snapshot=snap.isoformat()))
+        del f
+    frames.reverse()
     table = pd.concat(frames).reset_index()
     table.attrs["sample_share"] = share
     return table
@@ -108,6 +109,7 @@ def fit_bundle(data: RunData, anchor: date, purchase_end: date, spend_end: date,
     from concurrent.futures import ThreadPoolExecutor
 
     from purchasing_power.model import InsufficientData, ModelBundle, fit_purchase_model, fit_spend_model, single_threaded
+    from purchasing_power.pipelines import import_estimators
 
     s = data.settings
     p_snaps = snapshots(data, anchor, purchase_end - timedelta(days=s.purchase_horizon_days))
@@ -117,12 +119,14 @@ def fit_bundle(data: RunData, anchor: date, purchase_end: date, spend_end: date,
     if ptab.empty:
         return None, _no_purchase_model(info, anchor, InsufficientData("no purchase training snapshots"))
     stab = training_table(data, s_snaps, anchor, s.training_max_rows)
+    data.release_histories()  # the fits need only the tables
 
     def fit_spend() -> Any:
         if stab.empty:
             raise InsufficientData("no spend training snapshots")
         return fit_spend_model(stab, seed=s.seed)
 
+    import_estimators()  # before the threads
     # BLAS held to one thread for both fits (its thread count is process-wide)
     with single_threaded(), ThreadPoolExecutor(max_workers=1) as side:
         spend_fit = side.submit(fit_spend)

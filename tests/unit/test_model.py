@@ -276,3 +276,33 @@ def test_fitting_threads_run_openmp_single_threaded(monkeypatch):
     monkeypatch.setattr(pipelines, "hgb_classifier", spy)
     M.fit_purchase_model(make_table(), seed=1, smote=True, kinds=("hgb",))
     assert seen == [1, 1]
+
+
+def test_predictions_in_blocks_of_rows_equal_the_whole_frames(monkeypatch):
+    table = make_table(n=400)
+    bundle = M.ModelBundle(version="v", kind="model", purchase=M.fit_purchase_model(table, seed=1, smote=False),
+                           spend=M.fit_spend_model(table, seed=1))
+    X = scoring_frame(table)
+    whole = bundle.predict(X)
+    monkeypatch.setattr(M, "PREDICT_ROWS", 7)  # 400 rows in 58 blocks, the last one short
+    blocks = bundle.predict(X)
+    # the same up to float64 rounding (BLAS kernels may sum a short block's dot products in
+    # another order); in row order, every row
+    np.testing.assert_allclose(whole[0], blocks[0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(whole[1], blocks[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(bundle.predict(X)[0], blocks[0])  # the same blocks: the very bytes
+
+
+def test_predictions_do_not_depend_on_the_openmp_threads():
+    from threadpoolctl import threadpool_limits
+
+    table = make_table(n=400)
+    bundle = M.ModelBundle(version="v", kind="model", purchase=M.fit_purchase_model(table, seed=1, smote=False, kinds=("hgb",)),
+                           spend=M.fit_spend_model(table, seed=1))
+    X = scoring_frame(table)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        one = bundle.predict(X)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        two = bundle.predict(X)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])

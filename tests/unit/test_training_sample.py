@@ -84,6 +84,9 @@ def _bundle_data(monkeypatch, tables: dict[str, pd.DataFrame]):
     class Data:
         settings = Settings(use_smote=False)
 
+        def release_histories(self) -> None:  # fit_bundle frees the histories before the fits
+            pass
+
     return Data(), date(2024, 3, 1), date(2024, 2, 1), date(2023, 12, 1)
 
 
