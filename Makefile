@@ -215,15 +215,17 @@ bench-quality: $(STAMP)
 	$(BIN)/python bench/bench_quality.py --out bench/results/quality.json
 
 # Seconds and peak RSS per task at 25k / 250k / 1M demo customers (bench/bench_scale.py; about two
-# hours). 25k and 250k: an anchor day (every stage, the features step also sharded in 4) and the
-# next day, and one training snapshot for everyone vs a 1/32 sample; 25k also
-# with one year of history instead of two; 1M: features only sharded in 8 (the unsharded task
-# would not fit in memory). BENCH_SCALE_ARGS="--customers 25000" (one run) for a quick look.
+# hours). 25k and 250k, every stage sharded in 4 as a sharded deployment runs it: the first day on
+# fresh storage (an anchor day that fits two anchors), a later anchor day on the same storage (the
+# steady state) and the ordinary day after it, and one training snapshot for everyone vs a 1/32
+# sample; 25k also with one year of history instead of two; 1M: features only sharded in 8.
+# BENCH_SCALE_ARGS="--customers 25000" (one run) for a quick look.
 bench-scale: $(STAMP)
 ifdef BENCH_SCALE_ARGS
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json $(BENCH_SCALE_ARGS)
 else
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --customers 25000,250000 --feature-shards 4 \
+	    --day 2024-11-21 --anchor-day 2024-12-21 --shard-every-stage \
 	    --stages extract,clean,embed,features,train,evaluate,gate,score,publish --snapshot 2024-06-30:5
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 25000 --start 2024-01-01 --feature-shards 4
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 1000000 \

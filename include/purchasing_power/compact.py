@@ -95,7 +95,7 @@ def compact_history(tx: pd.DataFrame, *, description: bool = True) -> pd.DataFra
             out[c] = tx[c].astype("category").array
         else:
             out[c] = tx[c].array
-    frame = pd.DataFrame(out, index=pd.RangeIndex(len(tx)))
+    frame = pd.DataFrame(out, index=pd.RangeIndex(len(tx)), copy=False)  # the columns are not copied again
     frame.attrs[CODE_VALUES] = values
     return frame
 

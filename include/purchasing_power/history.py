@@ -23,6 +23,21 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 
+def give_back_memory() -> None:
+    """Return the C heap's free memory to the system (glibc's ``malloc_trim``; elsewhere a
+    no-op): frames freed by pandas stay in the heap otherwise, and the next work's arrays come on
+    top of them in the peak RSS."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def load_clean_history(
     settings: Settings,
     day: date,
@@ -138,6 +153,7 @@ class RunData:
             cols, text = self._feature_columns()
             tx = load_clean_history(self.settings, self.day, columns=cols, dictionary=text)
             self._compact = compact_history(tx, description=self.settings.use_text)
+            self._light = None  # light_history() reads the feature history from now on
         return self._compact
 
     @property
@@ -190,6 +206,7 @@ class RunData:
         stage frees them before work that needs none, e.g. the fits once the training tables
         are built."""
         self._compact = self._light = None
+        give_back_memory()
 
     def shard_history(self, shard: int, *, hand_on: str | None = None) -> pd.DataFrame:
         """The compact history (:func:`compact.compact_history`) of the customers in ``shard`` of
