@@ -48,7 +48,7 @@ def purchase_days(tx: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_features(
-    tx: pd.DataFrame,
+    tx: pd.DataFrame | Callable[[int], pd.DataFrame],
     as_of: date,
     vectors: VectorLookup | None = None,
     user_texts: tuple[pd.DataFrame, VectorLookup | None] | None = None,
@@ -66,8 +66,9 @@ def build_features(
     :func:`shard_stats` of each shard, one plan from them all, the :func:`customer_features` of
     each shard under that plan, joined by ``featureplan.finish_features``. ``shards`` > 1 holds
     one shard's intermediate frames at a time (less memory, each shard's lines prepared twice);
-    any number of shards gives the very same frame. The sharded features tasks of the DAG run the
-    same steps, each shard in its own task (:mod:`purchasing_power.stages.features`).
+    any number of shards gives the very same frame. ``tx`` may be a function k -> shard k's rows
+    (in history order; :class:`history.ShardSpool`): one shard's rows held at a time. The sharded
+    features tasks of the DAG run these steps, a shard per task (:mod:`purchasing_power.stages.features`).
 
     ``sample`` (customer ids -> bool mask): the rows of only those customers, each equal to its
     row of the full frame (the snapshot-wide quantities, percentile ranks and BG/NBD fit still
@@ -76,31 +77,34 @@ def build_features(
     import numpy as np
 
     description = vectors is not None
-    tx = compact_history(tx, description=description)
-    rows = None if shards == 1 else shard_of(tx["customer_id"].to_numpy(), shards)
-    kept = None if sample is None else np.asarray(sample(tx["customer_id"].to_numpy()), dtype=bool)
+    whole = None if callable(tx) else compact_history(tx, description=description)
+    rows = None if whole is None or shards == 1 else shard_of(whole["customer_id"].to_numpy(), shards)
+
+    def shard_rows(k: int) -> pd.DataFrame:
+        if whole is None:
+            return compact_history(tx(k), description=description)
+        return whole if rows is None else take_rows(whole, np.flatnonzero(rows == k))
 
     def shard_lines(k: int, sampled: bool = False) -> Lines:
-        pick = None if rows is None else rows == k
+        part = shard_rows(k)
         if sampled:
-            pick = kept if pick is None else pick & kept
-        part = tx if pick is None else take_rows(tx, np.flatnonzero(pick))
+            part = take_rows(part, np.flatnonzero(np.asarray(sample(part["customer_id"].to_numpy()), dtype=bool)))
         return prepare_lines(part, as_of, description=description)
 
     stats, ranked = [], []
     for k in range(shards):
         lines = shard_lines(k)
         stats.append(shard_stats(lines))
-        if kept is not None:
+        if sample is not None:
             ranked.append(ranked_columns(lines))
-        if kept is None and shards == 1:  # the one pass: its lines serve the features too
+        if sample is None and shards == 1:  # the one pass: its lines serve the features too
             plan = plan_features(as_of, stats)
             parts = [customer_features(lines, plan, vectors, user_texts)]
             del lines
             return finish_features(plan, parts, [stats[0].summary])
         del lines
     plan = plan_features(as_of, stats)
-    parts = [customer_features(shard_lines(k, kept is not None), plan, vectors, user_texts) for k in range(shards)]
+    parts = [customer_features(shard_lines(k, sample is not None), plan, vectors, user_texts) for k in range(shards)]
     return finish_features(plan, parts, [s.summary for s in stats], ranked=ranked or None)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from purchasing_power.compact import CODED, FEATURE_COLUMNS, LIGHT_COLUMNS, compact_history, sale_lines
 from purchasing_power.features import build_features
@@ -99,6 +99,39 @@ def text_vectors_key(settings: Settings, ws: Workspace | None = None) -> str:
     return hashlib.sha256(parts.encode()).hexdigest()[:10]
 
 
+class ShardSpool:
+    """The feature columns of the clean history through ``data.day``, split by customer shard
+    (``settings.feature_shards``) into local files in one pass over the daily partitions
+    (:func:`shards.spool_shards`; a temporary folder, removed by :meth:`close`), read back one
+    shard at a time: what builds snapshot features in one process while holding one shard's
+    rows, not the history (:meth:`RunData.features` with feature_shards > 1). The folder goes
+    with the object (or at exit)."""
+
+    def __init__(self, data: RunData) -> None:
+        import tempfile
+
+        from purchasing_power.shards import spool_shards
+
+        self._folder = tempfile.TemporaryDirectory(prefix="purchasing-power-shards-")
+        cols, self._dictionary = data._feature_columns()
+        self._description = data.settings.use_text
+        self.files = spool_shards(data.ws.per_source, clean_paths(data.settings, data.day), int(data.settings.feature_shards),
+                                  self._folder.name, columns=cols)
+
+    def read(self, shard: int) -> pd.DataFrame:
+        """Shard ``shard``'s rows as a compact history, in history order."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(f, read_dictionary=self._dictionary) for f in self.files[shard]]
+        tx = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        del tables
+        return compact_history(tx, description=self._description)
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+
 @dataclass
 class RunData:
     """The stored data one run of ``day`` reads (see the module docstring)."""
@@ -113,6 +146,7 @@ class RunData:
     _compact: pd.DataFrame | None = None
     _light: pd.DataFrame | None = None
     _texts: pd.DataFrame | None = None
+    _spool: ShardSpool | None = None
     _features: dict[date, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
@@ -155,6 +189,16 @@ class RunData:
             self._compact = compact_history(tx, description=self.settings.use_text)
             self._light = None  # light_history() reads the feature history from now on
         return self._compact
+
+    def feature_source(self) -> pd.DataFrame | Callable[[int], pd.DataFrame]:
+        """What :func:`features.build_features` reads here: the history when one is loaded or
+        there is one shard, else (feature_shards > 1) the :class:`ShardSpool`'s reader of one
+        shard's rows, so that the features of a snapshot hold one shard's rows at a time."""
+        if self._tx is not None or self._compact is not None or int(self.settings.feature_shards) <= 1:
+            return self.feature_history()
+        if self._spool is None:
+            self._spool = ShardSpool(self)
+        return self._spool.read
 
     @property
     def first_day(self) -> date:
@@ -205,7 +249,7 @@ class RunData:
         """Drop the histories read from the clean partitions (a later call reads them again): a
         stage frees them before work that needs none, e.g. the fits once the training tables
         are built."""
-        self._compact = self._light = None
+        self._compact = self._light = None  # (the shard spool holds no memory: it stays)
         give_back_memory()
 
     def shard_history(self, shard: int, *, hand_on: str | None = None) -> pd.DataFrame:
@@ -299,7 +343,7 @@ class RunData:
                 return f if k == level else pick(f)
         product = self.vectors if self.settings.use_text else None
         user = (self.texts, self.vectors) if self.user_text else None
-        f = build_features(self.feature_history(), as_of, product, user_texts=user, shards=self.settings.feature_shards,
+        f = build_features(self.feature_source(), as_of, product, user_texts=user, shards=self.settings.feature_shards,
                            sample=lambda ids: customer_sample(ids, share, seed))
         self._write_features(f, stored[-1])
         return f
@@ -317,7 +361,7 @@ class RunData:
         else:
             product = self.vectors if self.settings.use_text else None
             user = (self.texts, self.vectors) if self.user_text else None
-            f = build_features(self.feature_history(), as_of, product, user_texts=user, shards=self.settings.feature_shards)
+            f = build_features(self.feature_source(), as_of, product, user_texts=user, shards=self.settings.feature_shards)
             self._write_features(f, path)
         if keep:
             self._features[as_of] = f

@@ -12,7 +12,7 @@ that a library upgrade that changed them would fail a test instead of moving cus
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from purchasing_power.settings import MAX_FEATURE_SHARDS
 from purchasing_power.storage import Storage, strip_conn
@@ -69,32 +69,84 @@ def read_shard(
     one at a time (a few in parallel) and filtered as they come, so memory holds the shard, not
     the history."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     check_shards(shard, shards)
     if not paths:
         raise ValueError("no files to read")
     if shards == 1:
         return storage.read_parquet_many(paths, columns=columns, dictionary=dictionary)
-    remote = "://" in paths[0]
-    fs = storage.fs if remote else None
     need = None if columns is None else list(dict.fromkeys([*columns, "customer_id"]))
 
-    def one(path: str) -> pa.Table:
-        file = strip_conn(path) if remote else path
-        if remote:
-            fs.invalidate_cache(file)
-        table = pq.read_table(file, columns=need, read_dictionary=dictionary or None, filesystem=fs)
+    def filtered(table: pa.Table) -> pa.Table:
         mask = shard_of(table.column("customer_id").to_numpy(zero_copy_only=False), shards) == shard
         table = table.filter(pa.array(mask))
         return table if columns is None else table.select(columns)
 
+    tables = _read_tables(storage, paths, need, filtered, dictionary=dictionary, what=f"shard {shard} of {shards}")
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+
+def spool_shards(
+    storage: Storage,
+    paths: list[str],
+    shards: int,
+    folder: str,
+    *,
+    columns: list[str] | None = None,
+    files_per_chunk: int = 32,
+) -> list[list[str]]:
+    """Split the rows of ``paths`` (files of one schema with a ``customer_id`` column, in
+    history order) by customer shard into local Parquet files under ``folder``, in one pass
+    holding ``files_per_chunk`` input files at a time. Returns each shard's files in history
+    order: reading shard ``k``'s gives :func:`read_shard`'s rows of shard ``k`` without
+    scanning every input file again. ``columns``: only these."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check_shards(0, shards)
+    if not paths:
+        raise ValueError("no files to read")
+    need = None if columns is None else list(dict.fromkeys([*columns, "customer_id"]))
+    out: list[list[str]] = [[] for _ in range(shards)]
+    for k in range(shards):
+        os.makedirs(os.path.join(folder, f"shard={k}"), exist_ok=True)
+    for j, start in enumerate(range(0, len(paths), files_per_chunk)):
+        tables = _read_tables(storage, paths[start:start + files_per_chunk], need)
+        chunk = pa.concat_tables(tables, promote_options="permissive")
+        del tables
+        buckets = shard_of(chunk.column("customer_id").to_numpy(zero_copy_only=False), shards)
+        for k in range(shards):
+            path = os.path.join(folder, f"shard={k}", f"part-{j:05d}.parquet")
+            rows = chunk.filter(pa.array(buckets == k))
+            pq.write_table(rows if columns is None else rows.select(columns), path)
+            out[k].append(path)
+        del chunk
+    return out
+
+
+def _read_tables(storage: Storage, paths: list[str], columns: list[str] | None, each: Callable[[Any], Any] | None = None, *,
+                 dictionary: list[str] | None = None, what: str = "Parquet files") -> list[Any]:
+    """``paths`` as Arrow tables (``columns`` only, ``dictionary`` columns dictionary-encoded;
+    ``each`` applied to each table as it comes, a few files read in parallel), in the given order."""
+    import pyarrow.parquet as pq
+
+    remote = "://" in paths[0]
+    fs = storage.fs if remote else None
+
+    def one(path: str) -> Any:
+        file = strip_conn(path) if remote else path
+        if remote:
+            fs.invalidate_cache(file)
+        table = pq.read_table(file, columns=columns, read_dictionary=dictionary or None, filesystem=fs)
+        return table if each is None else each(table)
+
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
-            tables = list(pool.map(one, paths))
-        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+            return list(pool.map(one, paths))
     except Exception as exc:
-        raise ValueError(f"cannot read shard {shard} of {shards} under {storage.root}: {exc}") from exc
+        raise ValueError(f"cannot read {what} under {storage.root}: {exc}") from exc
 
 
 def customer_sample(customer_ids: np.ndarray | pd.Series | pd.Index, share: float, seed: int) -> np.ndarray:

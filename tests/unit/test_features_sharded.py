@@ -229,3 +229,45 @@ def test_training_samples_are_stored_reused_and_nested(tmp_path, source, monkeyp
     assert set(eighth.index) <= set(quarter.index) and 0 < len(eighth) < len(quarter)
     pd.testing.assert_frame_equal(eighth, full.loc[eighth.index], check_exact=True)
     assert not Path(data.sample_path(snap, 3)).exists()
+
+
+def test_snapshot_features_in_one_process_hold_one_shard_at_a_time(tmp_path, source, monkeypatch):
+    """With feature_shards > 1 a stage's own snapshot features (train, evaluate) read the history
+    one shard at a time from a spool of local files (made once), never as a whole, and give the
+    very frames (full and sampled) of an unsharded build; the spool goes with the run's data."""
+    import gc
+    from datetime import timedelta
+
+    from purchasing_power.history import RunData
+    from purchasing_power.pipeline import run_stage, settings_for
+
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "s"))
+    params, over = {"source": source, "day": DAY.isoformat()}, {"use_text": False}
+    for stage in ("extract", "clean"):
+        run_stage(stage, params, overrides=over)
+    snap = DAY - timedelta(days=45)
+    one = settings_for(params, over)
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "s"))
+    want = RunData.load(one, DAY).features(snap, keep=False)
+    want_sample = RunData.load(one, DAY).sampled_features(snap - timedelta(days=14), 1)
+    for path in (tmp_path / "s").glob("sources/*/features/*/*.parquet"):
+        path.unlink()
+
+    three = settings_for(params, {**over, "feature_shards": 3})
+    data = RunData.load(three, DAY)
+    data.feature_history = lambda: pytest.fail("the whole history was loaded")  # type: ignore[method-assign]
+    got = data.features(snap, keep=False)
+    spool = data._spool
+    got_sample = data.sampled_features(snap - timedelta(days=14), 1)
+    assert data._spool is spool, "the history is split once per run"
+    del spool
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    pd.testing.assert_frame_equal(got_sample, want_sample, check_exact=True)
+    assert 0 < len(got_sample) < len(got)
+    folder = Path(data._spool._folder.name)
+    assert sorted(p.name for p in folder.iterdir()) == ["shard=0", "shard=1", "shard=2"]
+    data.release_histories()  # memory only: the spool stays for the next snapshots
+    assert folder.exists()
+    del data
+    gc.collect()
+    assert not folder.exists()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from purchasing_power.shards import read_shard, shard_of
+from purchasing_power.shards import read_shard, shard_of, spool_shards
 from purchasing_power.storage import Storage
 
 
@@ -68,6 +68,31 @@ def test_read_shard_keeps_each_shards_rows_in_order_and_loses_none(tmp_path, tex
     assert sum(len(p) for p in got) == len(whole)
     with pytest.raises(ValueError, match="shard must be within 0..3"):
         read_shard(store, paths, 4, 4)
+
+
+def test_spooled_shards_hold_read_shards_rows_in_order(tmp_path):
+    """One pass splits daily files into per-shard files (a few input files at a time): reading
+    a shard's files gives what read_shard gives, every row once, columns as asked."""
+    rng = np.random.default_rng(2)
+    store = Storage.at(str(tmp_path))
+    paths = []
+    for i in range(5):
+        ids = rng.integers(1, 300, 400 if i != 2 else 0)  # an empty day too
+        path = str(tmp_path / f"day{i}.parquet")
+        pd.DataFrame({"customer_id": ids, "row": np.arange(len(ids)) + 1000 * i,
+                      "stock_code": rng.choice(["A", "B", "C"], len(ids))}).to_parquet(path, index=False)
+        paths.append(path)
+    files = spool_shards(store, paths, 4, str(tmp_path / "spool"), columns=["customer_id", "row"], files_per_chunk=2)
+    assert [len(f) for f in files] == [3, 3, 3, 3], "one file per shard and chunk of input files"
+    total = 0
+    for k, shard_files in enumerate(files):
+        got = pd.concat([pd.read_parquet(f) for f in shard_files], ignore_index=True)
+        want = read_shard(store, paths, k, 4, columns=["customer_id", "row"])
+        pd.testing.assert_frame_equal(got, want)
+        total += len(got)
+    assert total == 1600
+    with pytest.raises(ValueError, match="no files"):
+        spool_shards(store, [], 4, str(tmp_path / "none"))
 
 
 def test_the_setting_comes_from_the_environment_and_is_validated():
