@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
-from purchasing_power.compact import CODED, FEATURE_COLUMNS, LIGHT_COLUMNS, compact_history, sale_lines
+from purchasing_power.compact import CODE_VALUES, CODED, FEATURE_COLUMNS, LIGHT_COLUMNS, CodeValues, compact_history, sale_lines
 from purchasing_power.features import build_features
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, FEATURES_SAMPLE_FILE, TEXTS_CLEAN_FILE, Workspace
@@ -100,36 +100,53 @@ def text_vectors_key(settings: Settings, ws: Workspace | None = None) -> str:
 
 
 class ShardSpool:
-    """The feature columns of the clean history through ``data.day``, split by customer shard
-    (``settings.feature_shards``) into local files in one pass over the daily partitions
-    (:func:`shards.spool_shards`; a temporary folder, removed by :meth:`close`), read back one
-    shard at a time: what builds snapshot features in one process while holding one shard's
-    rows, not the history (:meth:`RunData.features` with feature_shards > 1). The folder goes
-    with the object (or at exit)."""
+    """The compact history (:func:`compact.compact_history`) through ``data.day``, split by
+    customer shard (``settings.feature_shards``) into local files: one pass over the daily
+    partitions (:func:`shards.spool_shards`) and one compaction per shard, in a temporary folder
+    that goes with the object (or at exit); read back one shard at a time (:meth:`read`). What
+    builds snapshot features in one process while holding one shard's rows, not the history
+    (:meth:`RunData.features` with feature_shards > 1)."""
 
     def __init__(self, data: RunData) -> None:
+        import os
+        import pickle
         import tempfile
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         from purchasing_power.shards import spool_shards
 
         self._folder = tempfile.TemporaryDirectory(prefix="purchasing-power-shards-")
-        cols, self._dictionary = data._feature_columns()
-        self._description = data.settings.use_text
-        self.files = spool_shards(data.ws.per_source, clean_paths(data.settings, data.day), int(data.settings.feature_shards),
-                                  self._folder.name, columns=cols)
+        cols, text = data._feature_columns()
+        root, description = self._folder.name, data.settings.use_text
+        split = spool_shards(data.ws.per_source, clean_paths(data.settings, data.day), int(data.settings.feature_shards), root,
+                             columns=cols)
+        self.files: list[tuple[str, str]] = []
+        for k, files in enumerate(split):
+            tx = pa.concat_tables([pq.read_table(f, read_dictionary=text) for f in files], promote_options="permissive").to_pandas()
+            compact = compact_history(tx, description=description)
+            del tx
+            frame, values = os.path.join(root, f"compact-{k}.parquet"), os.path.join(root, f"codes-{k}.pickle")
+            with open(values, "wb") as fh:
+                pickle.dump(dict(compact.attrs.pop(CODE_VALUES)), fh)
+            compact.to_parquet(frame, index=False)
+            del compact
+            for f in files:
+                os.remove(f)
+            self.files.append((frame, values))
 
     def read(self, shard: int) -> pd.DataFrame:
-        """Shard ``shard``'s rows as a compact history, in history order."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        """Shard ``shard``'s compact history, in history order."""
+        import pickle
 
-        tables = [pq.read_table(f, read_dictionary=self._dictionary) for f in self.files[shard]]
-        tx = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-        del tables
-        return compact_history(tx, description=self._description)
+        import pandas as pd
 
-    def close(self) -> None:
-        self._folder.cleanup()
+        frame, values = self.files[shard]
+        tx = pd.read_parquet(frame)
+        with open(values, "rb") as fh:
+            tx.attrs[CODE_VALUES] = CodeValues(pickle.load(fh))
+        return tx
 
 
 @dataclass

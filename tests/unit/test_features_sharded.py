@@ -265,7 +265,8 @@ def test_snapshot_features_in_one_process_hold_one_shard_at_a_time(tmp_path, sou
     pd.testing.assert_frame_equal(got_sample, want_sample, check_exact=True)
     assert 0 < len(got_sample) < len(got)
     folder = Path(data._spool._folder.name)
-    assert sorted(p.name for p in folder.iterdir()) == ["shard=0", "shard=1", "shard=2"]
+    assert sorted(p.name for p in folder.glob("compact-*")) == [f"compact-{k}.parquet" for k in range(3)]
+    assert not list(folder.glob("shard=*/*")), "the split files go once each shard is compacted"
     data.release_histories()  # memory only: the spool stays for the next snapshots
     assert folder.exists()
     del data
