@@ -86,7 +86,7 @@ DAG_ID := purchasing_power_daily
 RUN_DIR := $(AIRFLOW_HOME)/run
 SERVICES := scheduler dag-processor api-server
 
-.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality bench-backfill bench-sql bench-scale lock clean-data
+.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality bench-backfill bench-sql bench-scale bench-engines lock clean-data
 .PHONY: backfill backfill-args backfill-wait airflow-services airflow-stop metadb-stop
 
 help:
@@ -96,7 +96,7 @@ help:
 	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  # backfill those days (logical date D covers day D) with a scheduler"
 	@echo "make backfill-wait  # wait for the newest backfill (e.g. one made in the UI) and summarise it"
 	@echo "make airflow-stop / make metadb-stop  # stop background Airflow services / the embedded PostgreSQL"
-	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill; also bench-sql, bench-scale)"
+	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill; also bench-sql, bench-scale, bench-engines)"
 
 # The development venv: the runtime pins (requirements.txt, what the Docker image installs) plus
 # the development and test ones (requirements-dev.txt includes requirements.txt).
@@ -231,6 +231,11 @@ else
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 1000000 \
 	    --stages extract,clean,embed,features_sharded --feature-shards 8
 endif
+
+# The history's aggregates in pandas (the stages' path), DuckDB and Polars, on the clean partitions
+# of the 250k storage bench-scale leaves (.bench/scale/storage-250000; run bench-scale first).
+bench-engines: $(STAMP)
+	$(BIN)/python bench/bench_engines.py --storage .bench/scale/storage-250000 --out bench/results/engines.json
 
 # UCI as a warehouse table in the machine's PostgreSQL (127.0.0.1:5432), run by `make run` through a
 # connection and judged against what the customers did (bench/judge_sql.py).

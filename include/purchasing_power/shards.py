@@ -4,7 +4,8 @@ A shard is a stable hash of the customer id modulo ``n`` (:func:`shard_of`): the
 in the same bucket on every machine, every day and every Python process (no ``hash()``
 randomisation), so the tasks of a sharded features step (:mod:`purchasing_power.shardfeatures`)
 can run on different workers and each reads only its own customers' rows
-(:func:`read_shard`). Integer ids hash their int64 value, text ids their UTF-8 text (pandas'
+(:func:`read_shard`); one process that builds every shard in turn splits the history into
+per-shard local files in one pass (:func:`spool_shards`). Integer ids hash their int64 value, text ids their UTF-8 text (pandas'
 ``hash_array`` with a fixed key); ``tests/unit/test_shards.py`` pins the buckets of a few ids so
 that a library upgrade that changed them would fail a test instead of moving customers.
 """

@@ -407,7 +407,8 @@ def test_extract_and_clean_on_s3_then_rerun(conn_s3, monkeypatch):
 
 def test_sharded_features_on_s3_equal_the_unsharded_ones(conn_s3, monkeypatch):
     """The sharded features tasks read their shard's rows straight from the bucket, hand their
-    parts on through it, remove them once joined, and store the bytes an unsharded task stores."""
+    parts on through it, remove them once joined, and store the bytes an unsharded task stores;
+    so does one task that spools the bucket's partitions by shard (history.ShardSpool)."""
     from purchasing_power.demo import write_demo_source
     from purchasing_power.pipeline import run_feature_shard, run_stage
 
@@ -432,3 +433,6 @@ def test_sharded_features_on_s3_equal_the_unsharded_ones(conn_s3, monkeypatch):
     alone = store.read_json(run_stage("features", params, overrides={"use_text": False}))
     assert alone["features_path"] == path and alone["customers"] == joined["customers"]
     assert store.sha256(path) == sharded_sha
+    # one task with 3 shards: the bucket's partitions spooled to local files, a shard at a time
+    spooled = store.read_json(run_stage("features", params, overrides=sharded))
+    assert spooled["features_path"] == path and store.sha256(path) == sharded_sha
