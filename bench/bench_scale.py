@@ -14,7 +14,10 @@ sources live under ``--work`` (default ``.bench/scale``, outside git).
 
 ``--snapshot 2024-06-30:5`` also times one training snapshot's features for every customer and
 for a training sample of share 2**-5 (what an anchor day computes per snapshot when the training
-table would exceed ``training_max_rows``), in one process: the ratio is the sample's saving.
+table would exceed ``training_max_rows``), in one process: the ratio is the sample's saving;
+with the whole compact history in memory, and (``--feature-shards`` N > 1) again in a fresh
+process one shard at a time from per-shard local files, as train and evaluate build snapshots
+with N shards (``history.ShardSpool``; splitting the history timed apart).
 
 ``--anchor-day 2024-12-21`` (with ``--day 2024-11-21``, the anchor before it) also runs a later
 anchor day on the same storage, the steady state of a deployment: the history is extracted and
@@ -62,22 +65,27 @@ STAGE = "from purchasing_power.pipeline import run_stage; run_stage(sys.argv[1],
 SHARD_STEP = ("from purchasing_power.pipeline import run_feature_shard; "
               "run_feature_shard(sys.argv[1], int(sys.argv[3]), json.loads(sys.argv[2]))")
 JOIN = "from purchasing_power.pipeline import run_stage; run_stage('features', json.loads(sys.argv[2]), combine=True)"
-# one training snapshot's features: every customer's, then a training sample's (share 2**-level), same process
+# one training snapshot's features: every customer's, then a training sample's (share 2**-level), same
+# process; "memory": from the whole compact history in memory, "spool": with N shards one shard at a
+# time from the per-shard local files (history.ShardSpool, made first and timed apart)
 SNAPSHOT = """
 from datetime import date
 from purchasing_power.features import build_features
 from purchasing_power.history import RunData
 from purchasing_power.pipeline import settings_for
 from purchasing_power.shards import customer_sample
-p = json.loads(sys.argv[1]); snap = date.fromisoformat(sys.argv[2]); level = int(sys.argv[3])
-s = settings_for(p, {}); d = RunData.load(s, date.fromisoformat(p["day"])); tx = d.feature_history()
-args = dict(vectors=d.vectors if s.use_text else None, user_texts=(d.texts, d.vectors) if d.user_text else None)
+p = json.loads(sys.argv[1]); snap = date.fromisoformat(sys.argv[2]); level = int(sys.argv[3]); how = sys.argv[4]
+shards = int(sys.argv[5]) if how == "spool" else 1
+s = settings_for(p, {"feature_shards": shards}); d = RunData.load(s, date.fromisoformat(p["day"]))
+t = time.perf_counter(); tx = d.feature_history() if how == "memory" else d.feature_source(); load = time.perf_counter() - t
+args = dict(vectors=d.vectors if s.use_text else None, user_texts=(d.texts, d.vectors) if d.user_text else None, shards=shards)
 t = time.perf_counter(); n_full = len(build_features(tx, snap, **args)); full = time.perf_counter() - t
 t = time.perf_counter()
 n_sample = len(build_features(tx, snap, sample=lambda ids: customer_sample(ids, 0.5 ** level, s.seed), **args))
 sampled = time.perf_counter() - t
-print("##" + json.dumps({"snapshot": snap.isoformat(), "share": 0.5 ** level, "customers": n_full, "sampled": n_sample,
-                         "full_seconds": round(full, 2), "sample_seconds": round(sampled, 2), "ratio": round(full / sampled, 2)}))
+print("##" + json.dumps({"history": how, "shards": shards, "load_seconds": round(load, 2), "snapshot": snap.isoformat(),
+                         "share": 0.5 ** level, "customers": n_full, "sampled": n_sample, "full_seconds": round(full, 2),
+                         "sample_seconds": round(sampled, 2), "ratio": round(full / sampled, 2)}))
 """
 
 
@@ -212,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.snapshot:
             snap, level = args.snapshot.split(":")
             print(f"{n:,} customers: snapshot {snap}, every customer and a sample of 2**-{level} ...", flush=True)
-            row["training_snapshot"] = measured(SNAPSHOT, params, snap, level, env=stage_env)
+            row["training_snapshot"] = measured(SNAPSHOT, params, snap, level, "memory", env=stage_env)
             print(f"  {row['training_snapshot']}", flush=True)
+            if args.feature_shards > 1:
+                row["training_snapshot_spooled"] = measured(SNAPSHOT, params, snap, level, "spool", str(args.feature_shards),
+                                                            env=stage_env)
+                print(f"  {row['training_snapshot_spooled']}", flush=True)
         if args.anchor_day and "error" not in json.dumps(row["stages"]):
             # a later anchor day on the same storage: the history is extracted and the previous
             # anchor's candidates are stored, so the day fits only its own anchor

@@ -109,7 +109,6 @@ class ShardSpool:
 
     def __init__(self, data: RunData) -> None:
         import os
-        import pickle
         import tempfile
 
         import pyarrow as pa
@@ -122,30 +121,30 @@ class ShardSpool:
         root, description = self._folder.name, data.settings.use_text
         split = spool_shards(data.ws.per_source, clean_paths(data.settings, data.day), int(data.settings.feature_shards), root,
                              columns=cols)
-        self.files: list[tuple[str, str]] = []
+        self.files: list[str] = []
         for k, files in enumerate(split):
             tx = pa.concat_tables([pq.read_table(f, read_dictionary=text) for f in files], promote_options="permissive").to_pandas()
             compact = compact_history(tx, description=description)
             del tx
-            frame, values = os.path.join(root, f"compact-{k}.parquet"), os.path.join(root, f"codes-{k}.pickle")
-            with open(values, "wb") as fh:
-                pickle.dump(dict(compact.attrs.pop(CODE_VALUES)), fh)
+            frame = os.path.join(root, f"compact-{k}.parquet")
+            for column, values in compact.attrs.pop(CODE_VALUES).items():  # each coded column's texts, in code order
+                pq.write_table(pa.table({"text": pa.array(values, type=pa.string())}), f"{frame}.{column}")
             compact.to_parquet(frame, index=False)
             del compact
             for f in files:
                 os.remove(f)
-            self.files.append((frame, values))
+            self.files.append(frame)
 
     def read(self, shard: int) -> pd.DataFrame:
         """Shard ``shard``'s compact history, in history order."""
-        import pickle
-
+        import numpy as np
         import pandas as pd
+        import pyarrow.parquet as pq
 
-        frame, values = self.files[shard]
+        frame = self.files[shard]
         tx = pd.read_parquet(frame)
-        with open(values, "rb") as fh:
-            tx.attrs[CODE_VALUES] = CodeValues(pickle.load(fh))
+        tx.attrs[CODE_VALUES] = CodeValues(
+            {c: np.asarray(pq.read_table(f"{frame}.{c}").column("text").to_numpy(zero_copy_only=False), dtype=object) for c in CODED})
         return tx
 
 

@@ -265,10 +265,44 @@ def test_snapshot_features_in_one_process_hold_one_shard_at_a_time(tmp_path, sou
     pd.testing.assert_frame_equal(got_sample, want_sample, check_exact=True)
     assert 0 < len(got_sample) < len(got)
     folder = Path(data._spool._folder.name)
-    assert sorted(p.name for p in folder.glob("compact-*")) == [f"compact-{k}.parquet" for k in range(3)]
+    assert sorted(p.name for p in folder.glob("compact-*.parquet")) == [f"compact-{k}.parquet" for k in range(3)]
     assert not list(folder.glob("shard=*/*")), "the split files go once each shard is compacted"
     data.release_histories()  # memory only: the spool stays for the next snapshots
     assert folder.exists()
     del data
     gc.collect()
     assert not folder.exists()
+
+
+def test_the_spool_gives_each_shards_compact_rows_texts_included(tmp_path, source, monkeypatch):
+    """ShardSpool.read(k) holds the rows shard_history(k) reads from the partitions, in the same
+    order, with the same texts behind the codes and the description (product text on)."""
+    from purchasing_power.compact import CODE_VALUES, CODED
+    from purchasing_power.history import RunData, ShardSpool
+    from purchasing_power.pipeline import run_stage, settings_for
+    from purchasing_power.storage import Workspace
+
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "s"))
+    params, over = {"source": source, "day": DAY.isoformat()}, {"use_text": False}
+    for stage in ("extract", "clean"):
+        run_stage(stage, params, overrides=over)
+    settings = settings_for(params, {"use_text": True, "feature_shards": 3})
+    data = RunData(settings=settings, day=DAY, ws=Workspace.for_settings(settings), text_key="test")
+    spool = ShardSpool(data)
+    total = 0
+    for k in range(3):
+        got, want = spool.read(k), data.shard_history(k)
+        assert list(got.columns) == list(want.columns) and len(got) == len(want) > 0
+        for c in got.columns:
+            if c in CODED:
+                texts = [np.asarray(f.attrs[CODE_VALUES][c], dtype=object)[np.nan_to_num(f[c].to_numpy(dtype=float), nan=-1).astype(int)]
+                         for f in (got, want)]
+                missing = [f[c].isna().to_numpy() for f in (got, want)]
+                assert (missing[0] == missing[1]).all() and (texts[0][~missing[0]] == texts[1][~missing[1]]).all(), c
+            elif c == "description":
+                assert isinstance(got[c].dtype, pd.CategoricalDtype)
+                assert got[c].astype(object).equals(want[c].astype(object))
+            else:
+                assert got[c].equals(want[c]), c
+        total += len(got)
+    assert total == len(data.light_history())
