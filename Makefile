@@ -227,7 +227,8 @@ else
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --customers 25000,250000 --feature-shards 4 \
 	    --day 2024-11-21 --anchor-day 2024-12-21 --shard-every-stage \
 	    --stages extract,clean,embed,features,train,evaluate,gate,score,publish --snapshot 2024-06-30:5
-	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 25000 --start 2024-01-01 --feature-shards 4
+	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 25000 --start 2024-01-01 \
+	    --day 2024-12-21 --shard-every-stage --feature-shards 4
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 1000000 \
 	    --stages extract,clean,embed,features_sharded --feature-shards 8
 endif
