@@ -86,7 +86,7 @@ DAG_ID := purchasing_power_daily
 RUN_DIR := $(AIRFLOW_HOME)/run
 SERVICES := scheduler dag-processor api-server
 
-.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality bench-backfill bench-sql bench-scale bench-engines lock clean-data
+.PHONY: help install demo airflow-db run test ui bench bench-embed bench-quality bench-backfill bench-sql bench-scale bench-lookback bench-engines lock clean-data
 .PHONY: backfill backfill-args backfill-wait airflow-services airflow-stop metadb-stop
 
 help:
@@ -96,7 +96,7 @@ help:
 	@echo "make backfill START=YYYY-MM-DD END=YYYY-MM-DD  # backfill those days (logical date D covers day D) with a scheduler"
 	@echo "make backfill-wait  # wait for the newest backfill (e.g. one made in the UI) and summarise it"
 	@echo "make airflow-stop / make metadb-stop  # stop background Airflow services / the embedded PostgreSQL"
-	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill; also bench-sql, bench-scale, bench-engines)"
+	@echo "make bench   # benchmarks -> bench/results/*.json (bench-embed, bench-quality, bench-backfill; also bench-sql, bench-scale, bench-lookback, bench-engines)"
 
 # The development venv: the runtime pins (requirements.txt, what the Docker image installs) plus
 # the development and test ones (requirements-dev.txt includes requirements.txt).
@@ -232,6 +232,19 @@ else
 	$(BIN)/python bench/bench_scale.py --out bench/results/scale.json --append --customers 1000000 \
 	    --stages extract,clean,embed,features_sharded --feature-shards 8
 endif
+
+# What an ordinary day costs for the length of the history: 25k customers with two years and with
+# one year of history, each with the default feature lookback (1095 days: longer than both) and with
+# a lookback of 365 days, the days 2024-12-21 and 2024-12-22 (extract, clean, embed, features).
+bench-lookback: $(STAMP)
+	$(BIN)/python bench/bench_scale.py --work .bench/lookback --out bench/results/lookback.json --customers 25000 \
+	    --day 2024-12-21 --shard-every-stage --feature-shards 4
+	$(BIN)/python bench/bench_scale.py --work .bench/lookback --out bench/results/lookback.json --append --customers 25000 \
+	    --day 2024-12-21 --shard-every-stage --feature-shards 4 --start 2024-01-01
+	$(BIN)/python bench/bench_scale.py --work .bench/lookback --out bench/results/lookback.json --append --customers 25000 \
+	    --day 2024-12-21 --shard-every-stage --feature-shards 4 --lookback 365
+	$(BIN)/python bench/bench_scale.py --work .bench/lookback --out bench/results/lookback.json --append --customers 25000 \
+	    --day 2024-12-21 --shard-every-stage --feature-shards 4 --start 2024-01-01 --lookback 365
 
 # The history's aggregates in pandas (the stages' path), DuckDB and Polars, on the clean partitions
 # of the 250k storage bench-scale leaves (.bench/scale/storage-250000; run bench-scale first).

@@ -5,7 +5,7 @@ Reads the daily clean partitions a bench-scale run left (``--storage``, e.g.
 and peak RSS, as bench_scale measures a task):
 
 * ``daily``: the net value of every (customer, calendar day) of the whole history, what the
-  purchase-day features start from (``features.purchase_days``);
+  purchase-day features start from (``labels.purchase_days``);
 * ``customers``: per customer, lines, net value and the first and last invoice time;
 * ``daily_365``: ``daily`` over the last 365 days only (the partitions of those days: predicate
   pushdown on the day).

@@ -143,7 +143,7 @@ def evaluate_day(settings, day: date, truth_tx: pd.DataFrame, *, resamples: int,
         purchase_point_metrics,
         spend_point_metrics,
     )
-    from purchasing_power.features import build_labels
+    from purchasing_power.labels import build_labels
     from purchasing_power.calendar import anchor_for
     from purchasing_power.gate import deployed_bundle
     from purchasing_power.history import RunData

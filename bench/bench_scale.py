@@ -29,6 +29,8 @@ snapshot's features shard by shard in-process (less memory).
 
 ``--start 2024-01-01`` generates the same customers with one year of history instead of two
 (the demo ends 2024-12-31): what an ordinary day costs for the length of the history.
+``--lookback 365`` runs every stage with ``PURCHASING_POWER_FEATURE_LOOKBACK_DAYS=365`` (a row of
+its own): with both histories, the day's features read the same 365 days of lines.
 ``--stages ...,features_sharded`` runs only the sharded features tasks (for a size whose
 unsharded features task would not fit in memory). ``--feature-shards N`` (N > 1) also runs the day's features the sharded way, as the DAG does
 with ``PURCHASING_POWER_FEATURE_SHARDS=N``: ``feature_stats`` and ``feature_part`` of each shard
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchor-day", default="",
                     help="after the first day, run the stages for this later anchor day on the same storage (the "
                          "steady state: history extracted, the previous anchor fitted), then its next day")
+    ap.add_argument("--lookback", type=int, default=None,
+                    help="run every stage with PURCHASING_POWER_FEATURE_LOOKBACK_DAYS=N (default: the setting's default); "
+                         "a row of its own, on storage of its own")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     ap.add_argument("--reuse-storage", action="store_true",
@@ -188,13 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "include"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     sizes = [int(c) for c in args.customers.split(",")]
     kept = json.loads(Path(args.out).read_text())["results"] if args.append and Path(args.out).exists() else []
-    results = [r for r in kept if (r["customers"], r.get("history_from", DEFAULT_START)) not in {(n, args.start) for n in sizes}]
+
+    def ident(r: dict) -> tuple:  # a row: its size, the history's first day and the feature lookback (None: the default)
+        return r["customers"], r.get("history_from", DEFAULT_START), r.get("feature_lookback_days")
+
+    results = [r for r in kept if ident(r) not in {(n, args.start, args.lookback) for n in sizes}]
     for n in sizes:
         tag = f"{n}" if args.start == DEFAULT_START else f"{n}-from-{args.start}"
         source = work / f"demo-{tag}.parquet"
         source.parent.mkdir(parents=True, exist_ok=True)
         row: dict[str, object] = {"customers": n, "history_from": args.start, "day": args.day}
-        earlier = [r for r in kept if (r["customers"], r.get("history_from", DEFAULT_START)) == (n, args.start)]
+        if args.lookback is not None:
+            row["feature_lookback_days"] = args.lookback
+        earlier = [r for r in kept if ident(r) == (n, args.start, args.lookback)]
         if args.reuse_storage and earlier:  # re-measure some stages; keep the row's other figures
             row = earlier[0]
         if not source.exists():
@@ -203,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         import pyarrow.parquet as pq
 
         row["lines"] = pq.ParquetFile(source).metadata.num_rows
-        storage = work / f"storage-{tag}"
+        storage = work / (f"storage-{tag}" if args.lookback is None else f"storage-{tag}-lb{args.lookback}")
         if not args.reuse_storage:
             shutil.rmtree(storage, ignore_errors=True)  # a fresh deployment: the first day extracts and cleans the whole history
         stage_env = dict(env, PURCHASING_POWER_STORAGE=str(storage))
+        if args.lookback is not None:
+            stage_env["PURCHASING_POWER_FEATURE_LOOKBACK_DAYS"] = str(args.lookback)
         params = json.dumps({"source": str(source), "day": args.day})
         row.setdefault("stages", {})
         row["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             nxt = (date.fromisoformat(last["day"]) + timedelta(days=1)).isoformat()
             row["next_day"] = run_day(n, nxt, stages, source, storage, stage_env, args.feature_shards)
         results.append(row)
-        results.sort(key=lambda r: (r["customers"], r.get("history_from", DEFAULT_START)))
+        results.sort(key=lambda r: (r["customers"], r.get("history_from", DEFAULT_START), r.get("feature_lookback_days") or 0))
         Path(args.out).write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                                               "measured_at": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -22,7 +22,7 @@ def user_text_ablation(storage: str, days: list[date], *, resamples: int, seed: 
     """The with/without user-text ablation on the demo data (see the module docstring)."""
     from purchasing_power.demo import write_demo_source
     from purchasing_power.calendar import anchor_for
-    from purchasing_power.features import build_labels
+    from purchasing_power.labels import build_labels
     from purchasing_power.history import RunData, load_clean_history
     from purchasing_power.metrics import bootstrap_indices, bootstrap_metrics, purchase_point_metrics
     from purchasing_power.model import fit_purchase_model

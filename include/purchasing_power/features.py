@@ -1,9 +1,10 @@
-"""Point-in-time customer features and labels.
+"""Point-in-time customer features.
 
-``build_features(tx, as_of)`` looks only at rows with ``invoice_ts < as_of + 1 day``; it filters
-them itself, so passing the whole history is safe. ``build_labels(tx, as_of)`` looks only at the
-horizon after it. Pure functions over DataFrames: what to compute from which days is decided by
-the stages and :mod:`purchasing_power.history` (the feature store).
+``build_features(tx, as_of)`` looks only at rows with ``invoice_ts < as_of + 1 day`` (and, with
+``lookback`` = L days, at or after ``as_of + 1 - L``); it filters them itself, so passing the
+whole history is safe. Labels are :mod:`purchasing_power.labels`'. Pure functions over
+DataFrames: what to compute from which days is decided by the stages and
+:mod:`purchasing_power.history` (the feature store).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Callable
 
 from purchasing_power.compact import CODE_VALUES, codes_and_values, compact_history, sale_lines, take_rows
+from purchasing_power.labels import purchase_days
 from purchasing_power.schemas import EMBEDDING_DTYPE, HISTORY_DAYS, TEXT_PREFIX
 from purchasing_power.shards import shard_of
 
@@ -40,11 +42,12 @@ def _end_of(day: date) -> pd.Timestamp:
     return pd.Timestamp(day) + pd.Timedelta(days=1)
 
 
-def purchase_days(tx: pd.DataFrame) -> pd.DataFrame:
-    """One row per (customer, calendar day) with the day's net value; purchase days have value > 0."""
-    day = tx["invoice_ts"].dt.normalize().rename("day")
-    g = tx["line_value"].groupby([tx["customer_id"], day], sort=True).sum()  # no copy of the frame
-    return g.reset_index()
+def lookback_since(as_of: date, lookback: int) -> date | None:
+    """The first day whose lines features as of ``as_of`` read with a lookback of ``lookback``
+    days (the as-of day is the last of them), or ``None`` for the whole history (0)."""
+    from datetime import timedelta
+
+    return as_of - timedelta(days=int(lookback) - 1) if int(lookback) > 0 else None
 
 
 def build_features(
@@ -54,9 +57,12 @@ def build_features(
     user_texts: tuple[pd.DataFrame, VectorLookup | None] | None = None,
     shards: int = 1,
     sample: Callable[[np.ndarray], np.ndarray] | None = None,
+    lookback: int = 0,
 ) -> pd.DataFrame:
     """Customer features as of the end of ``as_of`` for every customer with a valid sale line
-    before ``as_of + 1 day`` (purchase-day features count days with net value > 0).
+    before ``as_of + 1 day`` (purchase-day features count days with net value > 0); ``lookback``
+    = L > 0: from the lines and user texts of the L days through ``as_of`` only
+    (:func:`lookback_since`), so a customer without a sale line in them has no row.
     ``vectors``: the mean embedding of the products bought; ``user_texts`` ((clean user texts,
     vector lookup)): the user-text features of ``usertext.user_text_features`` (texts dated
     before ``as_of + 1 day`` only).
@@ -89,7 +95,7 @@ def build_features(
         part = shard_rows(k)
         if sampled:
             part = take_rows(part, np.flatnonzero(np.asarray(sample(part["customer_id"].to_numpy()), dtype=bool)))
-        return prepare_lines(part, as_of, description=description)
+        return prepare_lines(part, as_of, description=description, lookback=lookback)
 
     stats, ranked = [], []
     for k in range(shards):
@@ -116,6 +122,7 @@ class Lines:
 
     as_of: date
     end: pd.Timestamp
+    start: pd.Timestamp | None  # the first instant of the lookback (None: the whole history)
     tx: pd.DataFrame
     customers: np.ndarray
     id_dtype: str
@@ -127,14 +134,19 @@ class Lines:
     closed: pd.DataFrame  # purchase days whose follow-up window closed (_closed_days)
 
 
-def prepare_lines(tx: pd.DataFrame, as_of: date, *, description: bool = False) -> Lines:
+def prepare_lines(tx: pd.DataFrame, as_of: date, *, description: bool = False, lookback: int = 0) -> Lines:
     import numpy as np
+    import pandas as pd
 
     end = _end_of(as_of)
+    since = lookback_since(as_of, lookback)
+    start = None if since is None else pd.Timestamp(since)
     tx = compact_history(tx, description=description)  # no copy when already compact
     values = tx.attrs[CODE_VALUES]
     ids = id_dtype(tx["customer_id"])
     in_time = (tx["invoice_ts"] < end).to_numpy()
+    if start is not None:
+        in_time &= (tx["invoice_ts"] >= start).to_numpy()
     if not in_time.all():
         tx = tx[in_time]
     days = purchase_days(tx)
@@ -150,7 +162,7 @@ def prepare_lines(tx: pd.DataFrame, as_of: date, *, description: bool = False) -
     if not scored.all():
         tx = tx[scored]
     del scored
-    return Lines(as_of=as_of, end=end, tx=tx, customers=customers, id_dtype=ids, values=values, first_sale=first_sale,
+    return Lines(as_of=as_of, end=end, start=start, tx=tx, customers=customers, id_dtype=ids, values=values, first_sale=first_sale,
                  last_sale=last_sale, buy_days=buy_days, sales=tx[~tx["is_cancellation"]], closed=_closed_days(buy_days, end))
 
 
@@ -318,6 +330,8 @@ def customer_features(lines: Lines, plan: FeaturePlan, vectors: VectorLookup | N
         from purchasing_power.usertext import user_text_features
 
         texts, lookup = user_texts
+        if lines.start is not None:
+            texts = texts[(texts["text_ts"] >= lines.start).to_numpy()]
         f = f.join(user_text_features(texts, lines.as_of, f.index, lookup, lines.id_dtype), how="left")
     f = typed_features(f)
     f.index = f.index.astype(lines.id_dtype)
@@ -478,23 +492,3 @@ def _is_main_country(lines: Lines, main: str | None) -> pd.Series:
     top = top.drop_duplicates("customer_id")
     top_text = lines.values["country"][top["country"].to_numpy().astype(np.int64)]
     return pd.Series((top_text == main).astype("float64"), index=top["customer_id"].to_numpy())
-
-
-def build_labels(tx: pd.DataFrame, as_of: date, customers: pd.Index, purchase_days_h: int = 30, spend_days_h: int = 90) -> pd.DataFrame:
-    """Outcomes after ``as_of`` for ``customers``: ``purchased`` = a purchase day (net value > 0) in
-    [as_of+1, as_of+1+purchase_days_h); ``spend`` = net value in [as_of+1, as_of+1+spend_days_h),
-    floored at 0."""
-    import pandas as pd
-
-    start = _end_of(as_of)
-    p_end = start + pd.Timedelta(days=purchase_days_h)
-    s_end = start + pd.Timedelta(days=spend_days_h)
-    window = tx[(tx["invoice_ts"] >= start) & (tx["invoice_ts"] < max(p_end, s_end))]
-    window = window[window["customer_id"].isin(customers)]
-    days = purchase_days(window[window["invoice_ts"] < p_end])
-    bought = days[days["line_value"] > 0]["customer_id"].unique()
-    spend = window[window["invoice_ts"] < s_end].groupby("customer_id")["line_value"].sum()
-    out = pd.DataFrame(index=customers)
-    out["purchased"] = out.index.isin(bought).astype("int64")
-    out["spend"] = spend.reindex(customers).fillna(0.0).clip(lower=0.0).astype("float64")
-    return out

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from purchasing_power.calendar import anchor_for, previous_anchor
 from purchasing_power.errors import MissingInput
-from purchasing_power.features import build_labels
+from purchasing_power.labels import build_labels
 from purchasing_power.history import RunData
 from purchasing_power.metrics import finite_or_none, purchase_metrics, spend_metrics
 from purchasing_power.model import ModelBundle, fit_past_spend, load_bundle, save_bundle
@@ -281,7 +281,7 @@ def _deploy(
         return out, bundle.version, "promoted"
     if fallback is not None:
         return store.resolve_inside(fallback["deployed_path"]), fallback["deployed_version"], "kept_champion"
-    bundle = baseline_bundle(data.settings, anchor, data.text_key)
+    bundle = baseline_bundle(data.settings, anchor, data.feature_key)
     name = "baseline.pkl"
     if spend == "past_spend":
         bundle = ModelBundle(version=f"{bundle.version}-{spend}", kind="baseline", spend=_baseline_spend(spend, spend_scale),

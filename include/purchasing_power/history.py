@@ -15,7 +15,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
 from purchasing_power.compact import CODE_VALUES, CODED, FEATURE_COLUMNS, LIGHT_COLUMNS, CodeValues, compact_history, sale_lines
-from purchasing_power.features import build_features
+from purchasing_power.features import build_features, lookback_since
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, FEATURES_SAMPLE_FILE, TEXTS_CLEAN_FILE, Workspace
 
@@ -99,6 +99,14 @@ def text_vectors_key(settings: Settings, ws: Workspace | None = None) -> str:
     return hashlib.sha256(parts.encode()).hexdigest()[:10]
 
 
+def feature_key(settings: Settings, ws: Workspace | None = None) -> str:
+    """The key stored features, their parts and model versions are kept under: the
+    :func:`text_vectors_key`, and the feature lookback when there is one (``-lbN``): features
+    and models of one are never read under another."""
+    lookback = int(settings.feature_lookback_days)
+    return text_vectors_key(settings, ws) + (f"-lb{lookback}" if lookback else "")
+
+
 class ShardSpool:
     """The compact history (:func:`compact.compact_history`) through ``data.day``, split by
     customer shard (``settings.feature_shards``) into local files: one pass over the daily
@@ -119,8 +127,8 @@ class ShardSpool:
         self._folder = tempfile.TemporaryDirectory(prefix="purchasing-power-shards-")
         cols, text = data._feature_columns()
         root, description = self._folder.name, data.settings.use_text
-        split = spool_shards(data.ws.per_source, clean_paths(data.settings, data.day), int(data.settings.feature_shards), root,
-                             columns=cols)
+        paths = clean_paths(data.settings, data.day, data.feature_since())
+        split = spool_shards(data.ws.per_source, paths, int(data.settings.feature_shards), root, columns=cols)
         self.files: list[str] = []
         for k, files in enumerate(split):
             tx = pa.concat_tables([pq.read_table(f, read_dictionary=text) for f in files], promote_options="permissive").to_pandas()
@@ -155,7 +163,7 @@ class RunData:
     settings: Settings
     day: date
     ws: Workspace
-    text_key: str
+    feature_key: str
     vectors: Any = None
     user_text: bool = False
     _tx: pd.DataFrame | None = None
@@ -164,11 +172,15 @@ class RunData:
     _texts: pd.DataFrame | None = None
     _spool: ShardSpool | None = None
     _features: dict[date, pd.DataFrame] = field(default_factory=dict)
+    #: the earliest as-of day whose features the run builds (None: any): with a feature lookback
+    #: (``settings.feature_lookback_days``), the clean partitions before its window are not read
+    snapshots_from: date | None = None
 
     @classmethod
-    def load(cls, settings: Settings, day: date, tx: pd.DataFrame | None = None) -> RunData:
+    def load(cls, settings: Settings, day: date, tx: pd.DataFrame | None = None, *,
+             snapshots_from: date | None = None) -> RunData:
         ws = Workspace.for_settings(settings)
-        key = text_vectors_key(settings, ws)
+        key = feature_key(settings, ws)
         from purchasing_power.usertext import user_text_on
 
         user = user_text_on(settings)
@@ -177,7 +189,20 @@ class RunData:
             from purchasing_power.embedding import load_vectors
 
             vectors = lambda texts: load_vectors(texts, ws.root, settings)  # noqa: E731
-        return cls(settings=settings, day=day, ws=ws, text_key=key, vectors=vectors, user_text=user, _tx=tx)
+        return cls(settings=settings, day=day, ws=ws, feature_key=key, vectors=vectors, user_text=user, _tx=tx,
+                   snapshots_from=snapshots_from)
+
+    def _check_snapshot(self, as_of: date) -> None:
+        if self.snapshots_from is not None and as_of < self.snapshots_from:
+            raise ValueError(f"features as of {as_of} asked of a run that reads the history for snapshots from "
+                             f"{self.snapshots_from} on (RunData.snapshots_from): they would miss lines")
+
+    def feature_since(self) -> date | None:
+        """The first day of clean partitions the run's features read: the lookback window of
+        :attr:`snapshots_from` (``None``: every day)."""
+        if self.snapshots_from is None:
+            return None
+        return lookback_since(self.snapshots_from, int(self.settings.feature_lookback_days))
 
     @property
     def texts(self) -> pd.DataFrame | None:
@@ -201,7 +226,7 @@ class RunData:
             return self._tx
         if self._compact is None:
             cols, text = self._feature_columns()
-            tx = load_clean_history(self.settings, self.day, columns=cols, dictionary=text)
+            tx = load_clean_history(self.settings, self.day, since=self.feature_since(), columns=cols, dictionary=text)
             self._compact = compact_history(tx, description=self.settings.use_text)
             self._light = None  # light_history() reads the feature history from now on
         return self._compact
@@ -255,7 +280,7 @@ class RunData:
         (labels, customer counts): the loaded history or feature history when there is one,
         else those columns of every daily partition, read once (a fraction of the memory of the
         feature history, which a stage whose snapshot features are all stored never loads)."""
-        if self._tx is not None or self._compact is not None:
+        if self._tx is not None or (self._compact is not None and self.feature_since() is None):
             return self.feature_history()
         if self._light is None:
             self._light = load_clean_history(self.settings, self.day, columns=list(LIGHT_COLUMNS))
@@ -276,7 +301,7 @@ class RunData:
         from purchasing_power.shards import read_shard
 
         cols, text = self._feature_columns()
-        tx = read_shard(self.ws.per_source, clean_paths(self.settings, self.day), shard, self.settings.feature_shards,
+        tx = read_shard(self.ws.per_source, clean_paths(self.settings, self.day, self.feature_since()), shard, self.settings.feature_shards,
                         columns=cols, dictionary=text)
         if hand_on is not None:
             self.ws.per_source.write_parquet(tx, hand_on)
@@ -295,11 +320,11 @@ class RunData:
         return [*FEATURE_COLUMNS, *description], [*CODED, *description]
 
     def feature_path(self, as_of: date) -> str:
-        return self.ws.per_source.path("features", as_of, FEATURES_FILE.format(text_key=self.text_key))
+        return self.ws.per_source.path("features", as_of, FEATURES_FILE.format(feature_key=self.feature_key))
 
     def feature_part_path(self, shard: int, part: str) -> str:
         """Where sharded features tasks of the run's day hand on ``part`` of ``shard``."""
-        name = FEATURE_PART_FILE.format(text_key=self.text_key, shard=shard, shards=self.settings.feature_shards, part=part)
+        name = FEATURE_PART_FILE.format(feature_key=self.feature_key, shard=shard, shards=self.settings.feature_shards, part=part)
         return self.ws.per_source.path("feature_shards", self.day, name)
 
     def store_features(self, as_of: date, f: pd.DataFrame) -> str:
@@ -319,7 +344,7 @@ class RunData:
             f.set_index("customer_id", inplace=True)
 
     def sample_path(self, as_of: date, level: int) -> str:
-        name = FEATURES_SAMPLE_FILE.format(text_key=self.text_key, seed=int(self.settings.seed), level=int(level))
+        name = FEATURES_SAMPLE_FILE.format(feature_key=self.feature_key, seed=int(self.settings.seed), level=int(level))
         return self.ws.per_source.path("features", as_of, name)
 
     def customers_as_of(self, as_of: date) -> int:
@@ -333,6 +358,9 @@ class RunData:
             return len(store.read_parquet(path, columns=["customer_id"]))
         tx = self.light_history()
         sold = sale_lines(tx) & (tx["invoice_ts"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)).to_numpy()
+        since = lookback_since(as_of, int(self.settings.feature_lookback_days))
+        if since is not None:  # the customers the features at as_of have: a sale line in their lookback
+            sold &= (tx["invoice_ts"] >= pd.Timestamp(since)).to_numpy()
         return int(tx["customer_id"][sold].nunique())
 
     def sampled_features(self, as_of: date, level: int) -> pd.DataFrame:
@@ -345,6 +373,7 @@ class RunData:
 
         if level <= 0:
             return self.features(as_of)
+        self._check_snapshot(as_of)
         share, seed, store = 0.5 ** int(level), int(self.settings.seed), self.ws.per_source
 
         def pick(f: pd.DataFrame) -> pd.DataFrame:
@@ -360,7 +389,7 @@ class RunData:
         product = self.vectors if self.settings.use_text else None
         user = (self.texts, self.vectors) if self.user_text else None
         f = build_features(self.feature_source(), as_of, product, user_texts=user, shards=self.settings.feature_shards,
-                           sample=lambda ids: customer_sample(ids, share, seed))
+                           sample=lambda ids: customer_sample(ids, share, seed), lookback=int(self.settings.feature_lookback_days))
         self._write_features(f, stored[-1])
         return f
 
@@ -370,6 +399,7 @@ class RunData:
         may have re-extracted); ``keep=False`` does not hold them in memory for later calls."""
         if as_of in self._features and not refresh:
             return self._features[as_of]
+        self._check_snapshot(as_of)
         store = self.ws.per_source
         path = self.feature_path(as_of)
         if not refresh and store.exists(path):
@@ -377,7 +407,8 @@ class RunData:
         else:
             product = self.vectors if self.settings.use_text else None
             user = (self.texts, self.vectors) if self.user_text else None
-            f = build_features(self.feature_source(), as_of, product, user_texts=user, shards=self.settings.feature_shards)
+            f = build_features(self.feature_source(), as_of, product, user_texts=user, shards=self.settings.feature_shards,
+                               lookback=int(self.settings.feature_lookback_days))
             self._write_features(f, path)
         if keep:
             self._features[as_of] = f

@@ -208,7 +208,7 @@ def _realised_window(settings: Settings, day: date) -> dict[str, Any] | None:
     """The latest published day D' <= D - horizon of this source, scored against what happened."""
     import pandas as pd
 
-    from purchasing_power.features import build_labels
+    from purchasing_power.labels import build_labels
     from purchasing_power.history import load_clean_history
     from purchasing_power.metrics import finite_or_none, spend_metrics
 

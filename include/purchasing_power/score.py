@@ -7,7 +7,7 @@ import logging
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from purchasing_power.features import build_labels
+from purchasing_power.labels import build_labels
 from purchasing_power.history import RunData
 from purchasing_power.schemas import OUTPUT_COLUMNS, TIERS
 from purchasing_power.settings import Settings

@@ -55,6 +55,11 @@ _ALIASES = {"model": "embed_model"}
 #: Modes of the day's volume check (see ``checks.volume_check``).
 VOLUME_CHECKS = ("off", "warn", "fail")
 MAX_FEATURE_SHARDS = 256  # the most customer shards the features step may use
+#: How many days of lines a customer's features read back from the as-of day (0: every day): a
+#: day's cost then stops growing with the history once it is longer than this. At least the
+#: longest feature window (365 days: spend_365d, pdays_365d).
+DEFAULT_FEATURE_LOOKBACK_DAYS = 1095
+MIN_FEATURE_LOOKBACK_DAYS = 365
 
 #: Compute precisions of the embed stage (see ``embedding.resolve_precision``).
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -75,6 +80,7 @@ class Settings:
     embed_threads: int = 0  # 0: one per available core
     embed_shard_texts: int = 20000  # most new texts per mapped embed task
     feature_shards: int = 1  # customer shards of the features step: > 1 runs them as mapped tasks (one worker each) and bounds memory; env PURCHASING_POWER_FEATURE_SHARDS
+    feature_lookback_days: int = DEFAULT_FEATURE_LOOKBACK_DAYS  # features read the last N days of lines (0: the whole history); env PURCHASING_POWER_FEATURE_LOOKBACK_DAYS
     force_retrain: bool = False
     seed: int = 42
     retrain_every_days: int = 30  # models are fitted on anchor days: every N days on a fixed grid
@@ -131,6 +137,8 @@ class Settings:
             kw["alerts_conn"] = env["PURCHASING_POWER_ALERTS_CONN"].strip()
         if env.get("PURCHASING_POWER_FEATURE_SHARDS", "").strip():
             kw["feature_shards"] = _coerce("feature_shards", env["PURCHASING_POWER_FEATURE_SHARDS"].strip(), 0)
+        if env.get("PURCHASING_POWER_FEATURE_LOOKBACK_DAYS", "").strip():
+            kw["feature_lookback_days"] = _coerce("feature_lookback_days", env["PURCHASING_POWER_FEATURE_LOOKBACK_DAYS"].strip(), 0)
         if env.get("PURCHASING_POWER_NON_SALE_CODES", "").strip():
             kw["non_sale_codes"] = _parse_codes(env["PURCHASING_POWER_NON_SALE_CODES"])
         return cls(**kw).validated()
@@ -197,6 +205,10 @@ class Settings:
             raise ValueError("volume_min_share must be a fraction and volume_window_days >= 1")
         if not 1 <= int(self.feature_shards) <= MAX_FEATURE_SHARDS:
             raise ValueError(f"feature_shards must be within 1..{MAX_FEATURE_SHARDS}, got {self.feature_shards}")
+        lookback = int(self.feature_lookback_days)
+        if lookback != 0 and lookback < MIN_FEATURE_LOOKBACK_DAYS:
+            raise ValueError(f"feature_lookback_days must be 0 (the whole history) or at least {MIN_FEATURE_LOOKBACK_DAYS} "
+                             f"(the longest feature window), got {self.feature_lookback_days}")
         if int(self.training_max_rows) < 0:
             raise ValueError("training_max_rows must be >= 0 (0: no bound)")
         if int(self.recalibration_windows) < 0:

@@ -73,9 +73,9 @@ CLEAN_MANIFEST = "clean-manifest.json"  # staged/: per clean partition, the raw 
 RAW_FILE = "raw.parquet"  # raw/ds=D
 CLEAN_FILE = "clean.parquet"  # clean/ds=D
 QUARANTINE_FILE = "quarantine.parquet"  # quarantine/ds=D
-FEATURES_FILE = "features-{text_key}.parquet"  # features/ds=D, per text-vector source
-FEATURES_SAMPLE_FILE = "sample-{text_key}-seed{seed}-{level}.parquet"  # features/ds=D: a training sample's rows (share 2**-level)
-FEATURE_PART_FILE = "{text_key}-{shard:03d}of{shards:03d}-{part}.parquet"  # feature_shards/ds=D: a shard's stats frames and features
+FEATURES_FILE = "features-{feature_key}.parquet"  # features/ds=D, per feature key (text vectors, lookback)
+FEATURES_SAMPLE_FILE = "sample-{feature_key}-seed{seed}-{level}.parquet"  # features/ds=D: a training sample's rows (share 2**-level)
+FEATURE_PART_FILE = "{feature_key}-{shard:03d}of{shards:03d}-{part}.parquet"  # feature_shards/ds=D: a shard's stats frames and features
 SHARD_FILE = "shard-{:04d}.parquet"  # embed_shards/ds=D
 TRAINING_INFO = "training.json"  # models/ds=A: what the anchor's fits used
 CANDIDATE_HOLDOUT = "candidate_holdout.pkl"  # models/ds=A: the candidate the gate judges

@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from purchasing_power.calendar import grid_days
-from purchasing_power.features import build_labels
+from purchasing_power.labels import build_labels
 from purchasing_power.history import RunData
 from purchasing_power.settings import Settings
 from purchasing_power.shards import customer_sample  # noqa: F401  (the training sample; tests import it from here)
@@ -93,9 +93,9 @@ def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int
     return table
 
 
-def model_version(settings: Settings, anchor: date, kind: str, text_key: str) -> str:
+def model_version(settings: Settings, anchor: date, kind: str, feature_key: str) -> str:
     keys = ("seed", "snapshot_step_days", "training_lookback_days", "purchase_horizon_days", "spend_horizon_days", "use_text", "use_smote", "use_user_text")
-    cfg = {k: getattr(settings, k) for k in keys} | {"text": text_key, "source": settings.source_id, "kind": kind}
+    cfg = {k: getattr(settings, k) for k in keys} | {"text": feature_key, "source": settings.source_id, "kind": kind}
     digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
     prefix = "bgnbd" if kind == "baseline" else "pp"
     return f"{prefix}-{anchor:%Y%m%d}-{digest}"
@@ -167,7 +167,7 @@ def fit_candidates(data: RunData, anchor: date, *, force: bool = False) -> dict[
     if not force and data.ws.per_source.exists(info_path):
         log.info("anchor %s: candidates already fitted (%s), reusing them", anchor, info_path)
         return data.ws.per_source.read_json(info_path)
-    version = model_version(s, anchor, "model", data.text_key)
+    version = model_version(s, anchor, "model", data.feature_key)
     e = anchor - timedelta(days=s.purchase_horizon_days)
     e_spend = anchor - timedelta(days=s.spend_horizon_days)
     holdout, hinfo = fit_bundle(data, anchor, e, e_spend, version + "-holdout")
@@ -189,7 +189,7 @@ def fit_candidates(data: RunData, anchor: date, *, force: bool = False) -> dict[
     return info
 
 
-def baseline_bundle(settings: Settings, anchor: date, text_key: str) -> ModelBundle:
+def baseline_bundle(settings: Settings, anchor: date, feature_key: str) -> ModelBundle:
     from purchasing_power.model import ModelBundle
 
-    return ModelBundle(version=model_version(settings, anchor, "baseline", text_key), kind="baseline", info={"reason": "BG/NBD fallback"})
+    return ModelBundle(version=model_version(settings, anchor, "baseline", feature_key), kind="baseline", info={"reason": "BG/NBD fallback"})

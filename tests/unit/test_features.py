@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from purchasing_power.clean import clean_frame
-from purchasing_power.features import build_features, build_labels
+from purchasing_power.features import build_features
+from purchasing_power.labels import build_labels
 
 D = date(2011, 8, 31)
 

@@ -287,7 +287,7 @@ def test_the_spool_gives_each_shards_compact_rows_texts_included(tmp_path, sourc
     for stage in ("extract", "clean"):
         run_stage(stage, params, overrides=over)
     settings = settings_for(params, {"use_text": True, "feature_shards": 3})
-    data = RunData(settings=settings, day=DAY, ws=Workspace.for_settings(settings), text_key="test")
+    data = RunData(settings=settings, day=DAY, ws=Workspace.for_settings(settings), feature_key="test")
     spool = ShardSpool(data)
     total = 0
     for k in range(3):

@@ -34,7 +34,7 @@ def features_day(settings: Settings, day: date, combine: bool = False) -> dict[s
     """Build (and store) the day's features -- or, with ``combine``, join the parts the sharded
     features tasks stored -- and say whether the day's anchor still needs a model (the DAG maps
     ``train`` over that answer)."""
-    data = RunData.load(settings, day)
+    data = RunData.load(settings, day, snapshots_from=day)  # the day's features only: its lookback's partitions
     if combine:
         f = _combined(data)
     else:
@@ -58,9 +58,9 @@ def features_day(settings: Settings, day: date, combine: bool = False) -> dict[s
 
 def feature_stats_day(settings: Settings, day: date, shard: int) -> dict[str, Any]:
     """Shard ``shard``'s part of the day's feature plan (customers, products, countries, RFM summary)."""
-    data = RunData.load(settings, day)
+    data = RunData.load(settings, day, snapshots_from=day)
     history = data.shard_history(shard, hand_on=data.feature_part_path(shard, LINES_PART))
-    lines = prepare_lines(history, day, description=settings.use_text)
+    lines = prepare_lines(history, day, description=settings.use_text, lookback=int(settings.feature_lookback_days))
     stats = shard_stats(lines)
     stats.write(data.ws.per_source, lambda part: data.feature_part_path(shard, part))
     return {"day": day.isoformat(), "shard": shard, "shards": int(settings.feature_shards), "customers": stats.customers,
@@ -69,12 +69,12 @@ def feature_stats_day(settings: Settings, day: date, shard: int) -> dict[str, An
 
 def feature_part_day(settings: Settings, day: date, shard: int) -> dict[str, Any]:
     """Shard ``shard``'s customers' features under the plan of every shard's stats."""
-    data = RunData.load(settings, day)
+    data = RunData.load(settings, day, snapshots_from=day)
     plan = plan_features(day, _all_stats(data, frames=("scalars", "countries", "products")))  # not the summaries
     handed = data.feature_part_path(shard, LINES_PART)
     if not data.ws.per_source.exists(handed):
         raise MissingInput(f"no lines of shard {shard} for {day} at {handed}: clear the day's feature_stats tasks too")
-    lines = prepare_lines(data.handed_history(handed), day, description=settings.use_text)
+    lines = prepare_lines(data.handed_history(handed), day, description=settings.use_text, lookback=int(settings.feature_lookback_days))
     product = data.vectors if settings.use_text else None
     user = (data.texts, data.vectors) if data.user_text else None
     part = customer_features(lines, plan, product, user)
