@@ -3,7 +3,8 @@
 For each size it generates a two-year demo source (``purchasing_power.demo``, block by block),
 then runs stages of one day, and of the following (ordinary) day on the same storage, the way
 Airflow runs tasks: each stage in a fresh Python process
-(``pipeline.run_stage``), timed, with that process's peak RSS (``ru_maxrss``). Results go to
+(``pipeline.run_stage``), timed (wall and CPU seconds: CPU time is what to compare when other work
+shares the cores), with that process's peak RSS (``ru_maxrss``). Results go to
 ``bench/results/scale.json``::
 
     .venv/bin/python bench/bench_scale.py --customers 25000,250000 --stages extract,clean,embed,features
@@ -37,7 +38,9 @@ with ``PURCHASING_POWER_FEATURE_SHARDS=N``: ``feature_stats`` and ``feature_part
 and the joining ``features``, each in a fresh process (one after the other: on a cluster the
 shards' tasks run side by side on several workers), right after the unsharded ``features`` and on
 the same storage; it records each task's seconds and peak RSS and whether the joined features
-file is byte-identical to the unsharded one.
+file is byte-identical to the unsharded one; likewise the score step as ``score_part`` of each
+shard and the joining ``score``, right after the one-task ``score`` (the staged scores compared
+byte for byte).
 """
 
 from __future__ import annotations
@@ -58,15 +61,17 @@ MEASURE = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 {body}
-print("@@" + json.dumps({{"seconds": round(time.perf_counter() - t0, 2),
-                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}))
+_use = resource.getrusage(resource.RUSAGE_SELF)
+print("@@" + json.dumps({{"seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(_use.ru_utime + _use.ru_stime, 2),
+                          "peak_rss_mb": round(_use.ru_maxrss / 1024, 1)}}))
 """
 GENERATE = ("from datetime import date; from purchasing_power.demo import write_demo_source; "
             "write_demo_source(sys.argv[1], n_customers=int(sys.argv[2]), start=date.fromisoformat(sys.argv[3]))")
 STAGE = "from purchasing_power.pipeline import run_stage; run_stage(sys.argv[1], json.loads(sys.argv[2]))"
 SHARD_STEP = ("from purchasing_power.pipeline import run_feature_shard; "
               "run_feature_shard(sys.argv[1], int(sys.argv[3]), json.loads(sys.argv[2]))")
-JOIN = "from purchasing_power.pipeline import run_stage; run_stage('features', json.loads(sys.argv[2]), combine=True)"
+JOIN = "from purchasing_power.pipeline import run_stage; run_stage(sys.argv[1], json.loads(sys.argv[2]), combine=True)"
+SCORE_STEP = "from purchasing_power.pipeline import run_score_shard; run_score_shard(int(sys.argv[2]), json.loads(sys.argv[1]))"
 # one training snapshot's features: every customer's, then a training sample's (share 2**-level), same
 # process; "memory": from the whole compact history in memory, "spool": with N shards one shard at a
 # time from the per-shard local files (history.ShardSpool, made first and timed apart)
@@ -119,8 +124,29 @@ def sharded_features(params: str, shards: int, storage: Path, env: dict[str, str
     return out
 
 
+def sharded_score(params: str, shards: int, storage: Path, env: dict[str, str]) -> dict[str, object]:
+    """The day's score as the sharded DAG runs it (score_part of each shard, then score joining
+    them), each task in a fresh process, after the one-task score staged the day's scores:
+    per-task seconds and peak RSS, and whether the joined scores have the one task's bytes."""
+    import hashlib
+
+    day = json.loads(params)["day"]
+    staged = storage / "scores" / f"ds={day}" / "predictions.parquet"
+    before = hashlib.sha256(staged.read_bytes()).hexdigest() if staged.exists() else None
+    env = dict(env, PURCHASING_POWER_FEATURE_SHARDS=str(shards))
+    out: dict[str, object] = {"shards": shards, "score_part": [measured(SCORE_STEP, params, str(k), env=env) for k in range(shards)]}
+    out["score"] = measured(JOIN, "score", params, env=env)
+    tasks = [*out["score_part"], out["score"]]
+    out["seconds_with_one_slot_per_shard"] = round(max(t["seconds"] for t in out["score_part"]) + out["score"]["seconds"], 2)
+    out["max_peak_rss_mb"] = max(t["peak_rss_mb"] for t in tasks)
+    if before is not None:
+        out["identical_to_one_task"] = hashlib.sha256(staged.read_bytes()).hexdigest() == before
+    print(f"  sharded score: {out['score']}, parts {out['score_part']}, identical: {out.get('identical_to_one_task')}", flush=True)
+    return out
+
+
 def measured(body: str, *args: str, env: dict[str, str]) -> dict[str, float]:
-    """Run ``body`` in a fresh interpreter; its wall seconds and peak RSS (and what it printed
+    """Run ``body`` in a fresh interpreter; its wall and CPU seconds and peak RSS (and what it printed
     after ``##`` as JSON)."""
     proc = subprocess.run([sys.executable, "-c", MEASURE.format(body=body), *args], env=env, cwd=ROOT,
                           capture_output=True, text=True)
@@ -136,7 +162,7 @@ def measured(body: str, *args: str, env: dict[str, str]) -> dict[str, float]:
 def run_day(n: int, day: str, stages: list[str], source: Path, storage: Path, env: dict[str, str],
             shards: int) -> dict[str, object]:
     """Seconds and peak RSS of the stages of one day on a size's storage (``shards`` > 1: the
-    features step also the sharded way, :func:`sharded_features`)."""
+    features and score steps also the sharded way, :func:`sharded_features`, :func:`sharded_score`)."""
     out: dict[str, object] = {"day": day, "stages": {}}
     params = json.dumps({"source": str(source), "day": day})
     for stage in stages:
@@ -155,6 +181,8 @@ def run_day(n: int, day: str, stages: list[str], source: Path, storage: Path, en
         print(f"  {out['stages'][stage]}", flush=True)
         if stage == "features" and shards > 1:
             out["features_sharded"] = sharded_features(params, shards, storage, env)
+        if stage == "score" and shards > 1 and "skipped" not in out["stages"][stage]:
+            out["score_sharded"] = sharded_score(params, shards, storage, env)
     return out
 
 

@@ -16,8 +16,8 @@ from purchasing_power.storage import PREDICTIONS_ASSET
 # Identified by name only: its identity must not change with the storage root of whichever
 # process parses the DAG (an Asset whose URI changes is marked inactive and fails the task).
 PREDICTIONS = Asset(name=PREDICTIONS_ASSET)
-# Customer shards of the features step (PURCHASING_POWER_FEATURE_SHARDS; the same on the
-# dag-processor and every worker): > 1 maps feature_stats and feature_part over them.
+# Customer shards of the features and score steps (PURCHASING_POWER_FEATURE_SHARDS; the same on
+# the dag-processor and every worker): > 1 maps feature_stats, feature_part and score_part over them.
 FEATURE_SHARDS = feature_shards_from_env()
 
 DOC = """
@@ -57,7 +57,8 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
   `PURCHASING_POWER_FEATURE_SHARDS` = N > 1 (set where the Dag is parsed and on every worker) it
   runs as **feature_stats ×N → feature_part ×N → features**: mapped over N customer shards (a
   stable hash of the id), each holding only its customers' rows, so Celery workers share the
-  day; features then joins the parts. Any N gives the same features and predictions.
+  day; features then joins the parts. Any N gives the same features and predictions. Features
+  read the last `PURCHASING_POWER_FEATURE_LOOKBACK_DAYS` days of history (default 1095).
 * **train / evaluate / gate** fit candidates on the anchor day (every 30 days) from closed snapshots,
   compare them with BG/NBD, recency and the champion on the latest closed window, and promote
   only if they win; otherwise the champion stays and `metrics.json` says why. On the other days
@@ -69,7 +70,9 @@ extract → clean → embed_plan → embed ×N (mapped, gpu queue/pool) → feat
   the latest closed windows (as of D-30 and D-44; the ranking is the gate's), write
   `predictions/ds=D/predictions.parquet` and `metrics/ds=D/metrics.json`,
   update the `purchasing_power_predictions` asset, and precompute the curves shown on the
-  *Purchasing power* page (Browse menu) in `metrics/ds=D/report.json`.
+  *Purchasing power* page (Browse menu) in `metrics/ds=D/report.json`. With N > 1 shards score
+  runs as **score_part ×N → score**: each shard scores its customers' rows of the stored
+  features, and score joins them (calibration and tiers over every customer).
 
 **Asset.** publish updates the `purchasing_power_predictions` Asset; its event's extra holds
 `day`, `path` (the predictions file) and `rows`. The example Dag
@@ -94,15 +97,15 @@ def _when(ctx: Mapping[str, Any] | None = None) -> dict[str, Any]:
             "run_after": getattr(ctx["dag_run"], "run_after", None), "run_id": ctx["run_id"]}
 
 
-def _run(stage: str, runner: str = "run_stage") -> Any:
-    """Call ``pipeline.<runner>`` for ``stage`` (``run_stage(stage, ...)``, or a runner of its
-    own taking the run's fields), turning input errors into a failure without retries."""
+def _run(stage: str, runner: str = "run_stage", **kwargs: Any) -> Any:
+    """Call ``pipeline.<runner>`` for ``stage`` (``run_stage(stage, ..., **kwargs)``, or a runner
+    of its own taking the run's fields), turning input errors into a failure without retries."""
     import purchasing_power.pipeline as pipeline
     from purchasing_power.errors import InputError, NothingToDo
 
     call = getattr(pipeline, runner)
     try:
-        return call(stage, **_when()) if runner == "run_stage" else call(**_when())
+        return call(stage, **_when(), **kwargs) if runner == "run_stage" else call(**_when())
     except InputError as exc:  # bad input: retrying cannot help, fail now with the reason
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -265,10 +268,18 @@ def purchasing_power_daily():
         it keeps the champion)."""
         return _run("gate")
 
+    @task(trigger_rule="none_failed", doc_md="One customer shard's scores and recalibration rows from its rows of the "
+          "stored features (before the calibration and tiers, which take every shard).")
+    def score_part(shard: int) -> str:
+        from purchasing_power.pipeline import run_score_shard
+
+        return run_score_shard(shard, **_when())
+
     @task(trigger_rule="none_failed")
     def score(_: object) -> str:
-        """Score every customer with the deployed model; assign tiers."""
-        return _run("score")
+        """Score every customer with the deployed model (sharded: join the shards' scores),
+        recalibrate the purchase probabilities, assign tiers."""
+        return _run("score", combine=FEATURE_SHARDS > 1)
 
     @task(outlets=[PREDICTIONS])
     def publish(_: str) -> str:
@@ -287,7 +298,13 @@ def purchasing_power_daily():
     else:
         day_features = features(embedded)
     fitted = train.expand(features_report=day_features)
-    publish(score(gate(evaluate(fitted))))
+    gated = gate(evaluate(fitted))
+    if FEATURE_SHARDS > 1:
+        scores = score_part.expand(shard=list(range(FEATURE_SHARDS)))
+        gated >> scores
+        publish(score(scores))
+    else:
+        publish(score(gated))
 
 
 purchasing_power_daily()

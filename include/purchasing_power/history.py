@@ -107,6 +107,11 @@ def feature_key(settings: Settings, ws: Workspace | None = None) -> str:
     return text_vectors_key(settings, ws) + (f"-lb{lookback}" if lookback else "")
 
 
+#: rows per row group of stored features: a reader of one customer shard streams them
+#: (:func:`shards.read_file_shard`) instead of holding every customer's features
+FEATURE_ROW_GROUP = 65_536
+
+
 class ShardSpool:
     """The compact history (:func:`compact.compact_history`) through ``data.day``, split by
     customer shard (``settings.feature_shards``) into local files: one pass over the daily
@@ -327,6 +332,11 @@ class RunData:
         name = FEATURE_PART_FILE.format(feature_key=self.feature_key, shard=shard, shards=self.settings.feature_shards, part=part)
         return self.ws.per_source.path("feature_shards", self.day, name)
 
+    def score_part_path(self, shard: int, part: str) -> str:
+        """Where sharded score tasks of the run's day hand on ``part`` of ``shard``."""
+        name = FEATURE_PART_FILE.format(feature_key=self.feature_key, shard=shard, shards=self.settings.feature_shards, part=part)
+        return self.ws.per_source.path("score_shards", self.day, name)
+
     def store_features(self, as_of: date, f: pd.DataFrame) -> str:
         """Store (and keep) features computed elsewhere (the sharded features tasks)."""
         path = self.feature_path(as_of)
@@ -339,9 +349,20 @@ class RunData:
         without a copy of the frame (the index becomes a column in place and back)."""
         f.reset_index(inplace=True)
         try:
-            self.ws.per_source.write_parquet(f, path)
+            self.ws.per_source.write_parquet(f, path, row_group_size=FEATURE_ROW_GROUP)
         finally:
             f.set_index("customer_id", inplace=True)
+
+    def stored_features_shard(self, as_of: date, shard: int, shards: int) -> pd.DataFrame:
+        """Customer shard ``shard`` of ``shards``' rows of the stored features at ``as_of``, read a
+        row group at a time (every customer's features are computed and stored first when
+        missing: a day the features stage has not run for)."""
+        from purchasing_power.shards import read_file_shard
+
+        path = self.feature_path(as_of)
+        if not self.ws.per_source.exists(path):
+            self.features(as_of, keep=False)
+        return read_file_shard(self.ws.per_source, path, shard, shards).set_index("customer_id")
 
     def sample_path(self, as_of: date, level: int) -> str:
         name = FEATURES_SAMPLE_FILE.format(feature_key=self.feature_key, seed=int(self.settings.seed), level=int(level))

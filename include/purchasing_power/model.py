@@ -181,9 +181,11 @@ class SpendModel:
     def amount(self, X: pd.DataFrame) -> np.ndarray:
         import numpy as np
 
+        from purchasing_power.rowwise import row_products
+
         A = _amount_matrix(X, self.amount_features)
         c = np.asarray(self.amount_coef, dtype=np.float64)
-        return np.exp(np.clip(c[0] + A @ c[1:], -50.0, 50.0)) * self.smearing
+        return np.exp(np.clip(c[0] + row_products(A, c[1:]), -50.0, 50.0)) * self.smearing
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         import numpy as np
@@ -246,21 +248,33 @@ class ModelBundle:
     info: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        with single_threaded(blas_only=True):
-            return self._predict(features)
+        """(purchase probability, expected spend) of each row of ``features``."""
+        raw, spend = self.scores(features)
+        return self.probabilities(raw), spend
 
-    def _predict(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`predict` computes row by row before the purchase calibration: (the purchase
+        model's raw score, or the baseline's probability; the expected spend, final). A shard of
+        the customers at a time gives the same values (score_part tasks)."""
         import numpy as np
 
-        if self.purchase is not None:
-            p = self.purchase.predict_proba(features)
-        else:
-            p = features[BASELINE_P].to_numpy(dtype=np.float64)
-        if self.spend is not None:
-            s = self.spend.predict(features)
-        else:
-            s = features[BASELINE_SPEND].to_numpy(dtype=np.float64)
-        return np.nan_to_num(np.clip(p, 0.0, 1.0)), np.nan_to_num(np.clip(s, 0.0, None))
+        with single_threaded(blas_only=True):
+            if self.purchase is not None:
+                raw = self.purchase.raw_score(features)
+            else:
+                raw = features[BASELINE_P].to_numpy(dtype=np.float64)
+            if self.spend is not None:
+                s = self.spend.predict(features)
+            else:
+                s = features[BASELINE_SPEND].to_numpy(dtype=np.float64)
+        return raw, np.nan_to_num(np.clip(s, 0.0, None))
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Purchase probabilities from :meth:`scores`' raw scores (the calibration applied)."""
+        import numpy as np
+
+        p = raw if self.purchase is None else np.clip(self.purchase.calibrator.predict(raw), 0.0, 1.0)
+        return np.nan_to_num(np.clip(p, 0.0, 1.0))
 
 
 def split_calibration(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -342,10 +356,17 @@ def recalibrate(model: PurchaseModel, windows: list[tuple[str, pd.DataFrame, Any
     two calibration numbers move, so the probabilities track the purchase rate of the latest
     closed month instead of the one before the anchor's fit (up to two months older). Returns
     the model unchanged, with the reason, when the windows hold a single class."""
+    with single_threaded(blas_only=True):
+        scored = [(d, model.raw_score(f), yw) for d, f, yw in windows]
+    return recalibrate_scored(model, scored)
+
+
+def recalibrate_scored(model: PurchaseModel, windows: list[tuple[str, Any, Any]]) -> tuple[PurchaseModel, dict[str, Any]]:
+    """:func:`recalibrate` from the windows' raw scores: (as-of day, ``model.raw_score`` of its
+    features, outcomes), rows in the same order."""
     import numpy as np
 
-    with single_threaded(blas_only=True):
-        raws = [model.raw_score(f) for _, f, _ in windows]
+    raws = [np.asarray(r, dtype=np.float64) for _, r, _ in windows]
     raw = np.concatenate(raws) if raws else np.empty(0)
     y = np.concatenate([np.asarray(yw, dtype=np.int64) for _, _, yw in windows]) if windows else np.empty(0, dtype=np.int64)
     info: dict[str, Any] = {"snapshots": [d for d, _, _ in windows], "rows": int(len(y))}

@@ -80,7 +80,8 @@ def run_all(
 ) -> dict[str, str]:
     """Run every stage in order in this process (for notebooks and benchmarks; the DAG runs
     the same functions as separate tasks; with ``feature_shards`` > 1 the features step runs as
-    the DAG's feature_stats and feature_part of each shard, then features joining them). ``params``: run conf (the DAG's Params only);
+    the DAG's feature_stats and feature_part of each shard, then features joining them, and the
+    score step as score_part of each shard, then score joining them). ``params``: run conf (the DAG's Params only);
     ``overrides``: any other settings, from code. ``timings``, when given, receives seconds per stage."""
     import time
 
@@ -100,9 +101,15 @@ def run_all(
                     out[f"{step}-{k:03d}"] = run_feature_shard(step, k, params, overrides=overrides)
                 if timings is not None:
                     timings[step] = round(time.perf_counter() - t0, 2)
+        if name == "score" and shards > 1:
+            t0 = time.perf_counter()
+            for k in range(shards):
+                out[f"score_part-{k:03d}"] = run_score_shard(k, params, overrides=overrides)
+            if timings is not None:
+                timings["score_part"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         try:
-            if name == "features":
+            if name in ("features", "score"):
                 out[name] = run_stage(name, params, overrides=overrides, combine=shards > 1)
             else:
                 out[name] = run_stage(name, params, overrides=overrides)
@@ -140,6 +147,15 @@ def run_feature_shard(step: str, shard: int, params: Mapping[str, Any] | None, l
     if step not in ("feature_stats", "feature_part"):
         raise ValueError(f"unknown sharded features step {step!r}")
     return run_stage(step, params, logical_date, run_after, report_name=f"{step}-{int(shard):03d}", shard=int(shard),
+                     run_id=run_id, overrides=overrides)
+
+
+def run_score_shard(shard: int, params: Mapping[str, Any] | None, logical_date: datetime | None = None,
+                    run_after: datetime | None = None, *, run_id: str | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> str:
+    """The DAG's mapped ``score_part`` task for customer shard ``shard``; its report is
+    ``runs/ds=D/score_part-<shard>.json``."""
+    return run_stage("score_part", params, logical_date, run_after, report_name=f"score_part-{int(shard):03d}", shard=int(shard),
                      run_id=run_id, overrides=overrides)
 
 

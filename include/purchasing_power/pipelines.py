@@ -42,6 +42,8 @@ def import_estimators() -> None:
     import sklearn.pipeline  # noqa: F401
     import sklearn.preprocessing  # noqa: F401
 
+    import purchasing_power.rowwise  # noqa: F401
+
 
 def as_float64(x):
     import numpy as np
@@ -69,12 +71,14 @@ def signed_log1p(x):
 def preprocessor(num: list[str], text: list[str], seed: int, n_rows: int) -> Any:
     """signed log1p + median imputation of numeric columns; the mean text
     embedding of each block (product text, user text) reduced by PCA to at most TEXT_COMPONENTS
-    components (the covariance eigendecomposition: one pass over the rows, exact, deterministic)."""
+    components (the covariance eigendecomposition: one pass over the rows, exact, deterministic;
+    projected row by row, :mod:`purchasing_power.rowwise`)."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.decomposition import PCA
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
+
+    from purchasing_power.rowwise import RowPCA
 
     num_steps = [
         ("log", FunctionTransformer(signed_log1p, feature_names_out="one-to-one")),
@@ -88,7 +92,7 @@ def preprocessor(num: list[str], text: list[str], seed: int, n_rows: int) -> Any
         k = max(1, min(TEXT_COMPONENTS, len(block), n_rows - 1))
         text_steps = [
             ("fill", FunctionTransformer(float64_no_text_zero, feature_names_out="one-to-one")),
-            ("pca", PCA(n_components=k, random_state=seed, svd_solver=_pca_solver(n_rows, len(block)))),
+            ("pca", RowPCA(n_components=k, random_state=seed, svd_solver=_pca_solver(n_rows, len(block)))),
         ]
         parts.append(("text" if prefix == TEXT_PREFIXES[0] else f"text_{prefix.rstrip('_')}", Pipeline(text_steps), block))
     return ColumnTransformer(parts, remainder="drop")
@@ -114,15 +118,15 @@ def candidate_steps(kind: str, *, seed: int, minority: int, smote: bool) -> list
     """What a purchase candidate fits after the shared preprocessing: [standardisation (logreg)],
     [SMOTE], the classifier (``kind`` in ``hgb``/``logreg``; the ``blend`` is built from the two
     fitted candidates)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from purchasing_power.rebalance import make_smote
+    from purchasing_power.rowwise import RowLogisticRegression
 
     if kind == "hgb":
         steps: list[tuple[str, Any]] = [("clf", hgb_classifier(seed))]
     elif kind == "logreg":
-        steps = [("scale", StandardScaler()), ("clf", LogisticRegression(C=0.01, max_iter=3000))]
+        steps = [("scale", StandardScaler()), ("clf", RowLogisticRegression(C=0.01, max_iter=3000))]
     else:
         raise ValueError(f"unknown purchase pipeline {kind!r}; expected hgb or logreg")
     if smote:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from purchasing_power.labels import build_labels
 from purchasing_power.history import RunData
@@ -39,11 +39,11 @@ def assign_tiers(spend: np.ndarray, customer_ids: np.ndarray, high_share: float,
     return np.where(rank < n_high, "high", np.where(rank < n_high + n_med, "medium", "low")).astype(object)
 
 
-def predictions_frame(features: pd.DataFrame, p: np.ndarray, spend: np.ndarray, day: date, version: str, settings: Settings) -> pd.DataFrame:
+def predictions_frame(customers: pd.Index, p: np.ndarray, spend: np.ndarray, day: date, version: str, settings: Settings) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    ids = features.index.to_numpy(dtype=np.int64 if pd.api.types.is_numeric_dtype(features.index.dtype) else object)
+    ids = customers.to_numpy(dtype=np.int64 if pd.api.types.is_numeric_dtype(customers.dtype) else object)
     out = pd.DataFrame(
         {
             "customer_id": ids,
@@ -83,39 +83,113 @@ def validate_predictions(df: pd.DataFrame) -> None:
         raise ValueError(f"tier must be one of {TIERS}")
 
 
-def recalibrated(data: RunData, bundle: ModelBundle, day: date) -> tuple[ModelBundle, dict[str, Any] | None]:
-    """The bundle with its purchase calibration refitted on the latest closed windows before
-    ``day`` + 1: the customers as of D - h, D - h - step, ... (``recalibration_windows`` of them,
-    h = the purchase horizon, step = ``snapshot_step_days``) and whether they bought within h
-    days, all known by the end of D. Windows older than the fit's own calibration snapshot are
-    not used (their rows may have trained the model). The ranking is unchanged; the
-    probabilities follow the latest month's purchase rate rather than the one of the fit,
-    which is up to two months older on the last day of an anchor. ``None`` info: not
-    applicable (BG/NBD baseline, or switched off)."""
-    from dataclasses import replace
-
-    from purchasing_power.model import recalibrate
-
+def recalibration_days(data: RunData, bundle: ModelBundle, day: date) -> tuple[list[date], str | None]:
+    """The as-of days of the closed windows the purchase calibration is refitted on at ``day``
+    (D - h, D - h - step, ...: ``recalibration_windows`` of them, h = the purchase horizon, step
+    = ``snapshot_step_days``), and why there are none (``None``: there are). Windows older than
+    the fit's own calibration snapshot are not used (their rows may have trained the model)."""
     s = data.settings
     if bundle.purchase is None or s.recalibration_windows == 0:
-        return bundle, None
+        return [], "not applicable"
     fit_snapshot = bundle.purchase.selection.get("calibration_snapshot")
     not_before = date.fromisoformat(fit_snapshot) if fit_snapshot else day
     earliest = max(not_before, data.first_day + timedelta(days=MIN_HISTORY_DAYS))
     days = [day - timedelta(days=s.purchase_horizon_days + k * s.snapshot_step_days) for k in range(s.recalibration_windows)]
     days = [d for d in days if d >= earliest]
+    return days, None if days else f"no closed window on or after {earliest} (the fit's calibration snapshot is {fit_snapshot})"
+
+
+def recalibrated(data: RunData, bundle: ModelBundle, day: date) -> tuple[ModelBundle, dict[str, Any] | None]:
+    """The bundle with its purchase calibration refitted on the latest closed windows before
+    ``day`` + 1 (:func:`recalibration_days`): every customer as of D - h, D - h - step, ... and
+    whether they bought within h days, all known by the end of D. The ranking is unchanged; the
+    probabilities follow the latest month's purchase rate rather than the one of the fit, which
+    is up to two months older on the last day of an anchor. ``None`` info: not applicable
+    (BG/NBD baseline, or switched off)."""
+    return refit_calibration(data, bundle, day, window_rows(data, bundle, day, data.features))
+
+
+def window_rows(data: RunData, bundle: ModelBundle, day: date, features: Callable[[date], pd.DataFrame]) -> pd.DataFrame:
+    """(``as_of``, ``customer_id``, ``raw``, ``purchased``) of the customers of ``features(as_of)``
+    for each recalibration window: the purchase model's raw score as of the window and whether
+    they bought within the purchase horizon after it (none: not applicable)."""
+    import pandas as pd
+
+    from purchasing_power.model import single_threaded
+
+    s = data.settings
+    days, _ = recalibration_days(data, bundle, day)
     # the outcomes: purchases after the oldest window's as-of day, through the end of D
     later = data.history_since(min(days) + timedelta(days=1)) if days else None
-    windows = []
+    rows = [pd.DataFrame({"as_of": pd.Series(dtype=object), "customer_id": pd.Series(dtype="int64"),
+                          "raw": pd.Series(dtype="float64"), "purchased": pd.Series(dtype="int64")})]
     for as_of in days:
-        f = data.features(as_of)
+        f = features(as_of)
         if f.empty:
             continue
         y = build_labels(later, as_of, f.index, s.purchase_horizon_days, s.spend_horizon_days)["purchased"]
-        windows.append((as_of.isoformat(), f, y.to_numpy()))
+        with single_threaded(blas_only=True):
+            raw = bundle.purchase.raw_score(f)
+        rows.append(pd.DataFrame({"as_of": as_of.isoformat(), "customer_id": f.index.to_numpy(), "raw": raw,
+                                  "purchased": y.to_numpy(dtype="int64")}))
+    return pd.concat(rows, ignore_index=True) if len(rows) > 1 else rows[0]
+
+
+def refit_calibration(data: RunData, bundle: ModelBundle, day: date, rows: pd.DataFrame) -> tuple[ModelBundle, dict[str, Any] | None]:
+    """:func:`recalibrated` from the windows' :func:`window_rows` (of every customer, in any
+    order and from any number of shards: each window's rows are taken in customer order, as one
+    pass over every customer gives them)."""
+    from dataclasses import replace
+
+    from purchasing_power.model import recalibrate_scored
+
+    days, reason = recalibration_days(data, bundle, day)
+    if reason == "not applicable":
+        return bundle, None
+    if reason is not None:
+        return bundle, {"applied": False, "reason": reason}
+    windows = []
+    for as_of in days:
+        w = rows[(rows["as_of"] == as_of.isoformat()).to_numpy()].sort_values("customer_id", kind="stable")
+        if len(w):
+            windows.append((as_of.isoformat(), w["raw"].to_numpy(), w["purchased"].to_numpy()))
     if not windows:
-        return bundle, {"applied": False, "reason": f"no closed window on or after {earliest} (the fit's calibration snapshot is {fit_snapshot})"}
-    purchase, info = recalibrate(bundle.purchase, windows)
+        return bundle, {"applied": False, "reason": f"no customer in the windows as of {', '.join(d.isoformat() for d in days)}"}
+    purchase, info = recalibrate_scored(bundle.purchase, windows)
     if info["applied"]:
         log.info("%s: purchase calibration refitted on %s (%d rows, purchase rate %.3f)", day, info["snapshots"], info["rows"], info["purchase_rate"])
     return replace(bundle, purchase=purchase), info
+
+
+def shard_scores(data: RunData, bundle: ModelBundle, day: date, shard: int = 0, shards: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One customer shard's part of the day's scores (``shards`` = 1: every customer):
+    (``customer_id``, ``raw`` (:meth:`model.ModelBundle.scores`), ``spend``, ``model_version``)
+    of the day's customers, and the :func:`window_rows` of the shard's customers. The features
+    come from the feature store, only the shard's rows read when ``shards`` > 1."""
+    import pandas as pd
+
+    def features(as_of: date) -> pd.DataFrame:
+        return data.features(as_of) if shards == 1 else data.stored_features_shard(as_of, shard, shards)
+
+    import numpy as np
+
+    f = features(day)
+    raw, spend = bundle.scores(f) if len(f) else (np.empty(0), np.empty(0))  # a shard may hold no customer
+    scored = pd.DataFrame({"customer_id": f.index.to_numpy(), "raw": raw, "spend": spend, "model_version": bundle.version})
+    return scored, window_rows(data, bundle, day, features)
+
+
+def finish_scores(data: RunData, bundle: ModelBundle, day: date, scored: list[pd.DataFrame],
+                  windows: list[pd.DataFrame]) -> tuple[pd.DataFrame, ModelBundle, dict[str, Any] | None]:
+    """The day's predictions from every shard's :func:`shard_scores`: the purchase calibration
+    refitted on the windows' rows (:func:`refit_calibration`), probabilities, tiers. Returns
+    (predictions in customer order, the recalibrated bundle, the recalibration's info)."""
+    import pandas as pd
+
+    day_rows = pd.concat(scored, ignore_index=True).sort_values("customer_id", kind="stable")
+    if day_rows.empty:
+        raise ValueError(f"no customer has a valid purchase before {day} + 1 day: nothing to score")
+    bundle, info = refit_calibration(data, bundle, day, pd.concat(windows, ignore_index=True))
+    p = bundle.probabilities(day_rows["raw"].to_numpy())
+    ids = pd.Index(day_rows["customer_id"].to_numpy(), name="customer_id")
+    return predictions_frame(ids, p, day_rows["spend"].to_numpy(), day, bundle.version, data.settings), bundle, info

@@ -87,6 +87,31 @@ def read_shard(
     return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
+def read_file_shard(storage: Storage, path: str, shard: int, shards: int, *, batch_rows: int = 65_536) -> pd.DataFrame:
+    """The rows of one Parquet file (with a ``customer_id`` column) whose customer falls in
+    ``shard`` of ``shards``, in file order, read ``batch_rows`` rows at a time: memory holds the
+    shard's rows and a row group of the file (the stored features are written in row groups of
+    ``history.FEATURE_ROW_GROUP`` rows), not the whole file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check_shards(shard, shards)
+    remote = "://" in path
+    fs = storage.fs if remote else None
+    file = strip_conn(path) if remote else path
+    try:
+        if remote:
+            fs.invalidate_cache(file)
+        with fs.open(file, "rb") if remote else open(file, "rb") as fh, pq.ParquetFile(fh) as pf:
+            schema, kept = pf.schema_arrow, []
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                mask = shard_of(batch.column("customer_id").to_numpy(zero_copy_only=False), shards) == shard
+                kept.append(batch.filter(pa.array(mask)))
+    except Exception as exc:
+        raise ValueError(f"cannot read shard {shard} of {shards} of {path}: {exc}") from exc
+    return pa.Table.from_batches(kept, schema=schema).to_pandas()
+
+
 def spool_shards(
     storage: Storage,
     paths: list[str],

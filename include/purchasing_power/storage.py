@@ -46,7 +46,7 @@ DATASETS = frozenset(
         "clean",  # per invoice day, validated and normalised rows
         "quarantine",  # per run day, rejected rows with a ``reason``
         "features",  # per snapshot day, point-in-time customer features
-        "feature_shards",  # per run day, the parts the sharded features tasks hand on (feature_shards > 1)
+        "feature_shards", "score_shards",  # per run day, the parts the sharded features / score tasks hand on (feature_shards > 1)
         "embed_shards",  # per run day, the texts each mapped embed task handles
         "training",  # per run day, the stacked training/evaluation table used by the fit
         "models",  # per anchor day, fitted model artefacts
@@ -75,7 +75,7 @@ CLEAN_FILE = "clean.parquet"  # clean/ds=D
 QUARANTINE_FILE = "quarantine.parquet"  # quarantine/ds=D
 FEATURES_FILE = "features-{feature_key}.parquet"  # features/ds=D, per feature key (text vectors, lookback)
 FEATURES_SAMPLE_FILE = "sample-{feature_key}-seed{seed}-{level}.parquet"  # features/ds=D: a training sample's rows (share 2**-level)
-FEATURE_PART_FILE = "{feature_key}-{shard:03d}of{shards:03d}-{part}.parquet"  # feature_shards/ds=D: a shard's stats frames and features
+FEATURE_PART_FILE = "{feature_key}-{shard:03d}of{shards:03d}-{part}.parquet"  # feature_shards/ds=D, score_shards/ds=D: a shard's parts
 SHARD_FILE = "shard-{:04d}.parquet"  # embed_shards/ds=D
 TRAINING_INFO = "training.json"  # models/ds=A: what the anchor's fits used
 CANDIDATE_HOLDOUT = "candidate_holdout.pkl"  # models/ds=A: the candidate the gate judges
@@ -217,8 +217,8 @@ class Storage:
         atomic_write_bytes(path, data)
         return path
 
-    def write_parquet(self, df: pd.DataFrame, path: str, schema: Any = None) -> str:
-        """Write ``df`` atomically; ``schema`` (a pyarrow schema) pins column types (partitions of one dataset agree)."""
+    def write_parquet(self, df: pd.DataFrame, path: str, schema: Any = None, row_group_size: int | None = None) -> str:
+        """Write ``df`` atomically; ``schema`` (a pyarrow schema) pins column types (partitions of one dataset agree); ``row_group_size``: rows per row group (readers of a few rows stream them)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -228,7 +228,7 @@ class Storage:
         buf = io.BytesIO()
         # Deterministic bytes for the same frame: fixed compression, no timestamps in metadata. No
         # dictionary for float columns (features: half the write time, a fifth smaller files).
-        pq.write_table(table, buf, compression="zstd", write_statistics=True,
+        pq.write_table(table, buf, compression="zstd", write_statistics=True, row_group_size=row_group_size,
                        use_dictionary=[f.name for f in table.schema if not pa.types.is_floating(f.type)])
         return self.write_bytes(path, buf.getvalue())
 

@@ -171,15 +171,16 @@ def test_the_export_dag_is_scheduled_on_the_predictions_asset(dagbag):
 
 def test_sharded_features_map_over_the_customer_shards(monkeypatch):
     """PURCHASING_POWER_FEATURE_SHARDS=4: features runs as feature_stats x4 -> feature_part x4 ->
-    features (the join); everything else keeps its place."""
+    features (the join), score as score_part x4 -> score (the join); everything else keeps its place."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     monkeypatch.setenv("PURCHASING_POWER_FEATURE_SHARDS", "4")
     dag = DagBag(dag_folder=str(DAGS / "purchasing_power_daily.py")).dags[DAG_ID]
     order = [t.task_id for t in dag.topological_sort()]
-    assert order == STAGES[:4] + ["feature_stats", "feature_part"] + STAGES[4:]
-    for name in ("feature_stats", "feature_part"):
+    i = STAGES.index("score")
+    assert order == STAGES[:4] + ["feature_stats", "feature_part"] + STAGES[4:i] + ["score_part"] + STAGES[i:]
+    for name in ("feature_stats", "feature_part", "score_part"):
         task = dag.get_task(name)
         assert isinstance(task, MappedOperator) and task.op_kwargs_expand_input.value == {"shard": [0, 1, 2, 3]}, name
         assert task.doc_md and task.execution_timeout is not None
@@ -187,6 +188,10 @@ def test_sharded_features_map_over_the_customer_shards(monkeypatch):
     assert dag.get_task("feature_stats").trigger_rule == "none_failed"  # runs when no text needed embedding
     assert dag.get_task("feature_part").upstream_task_ids == {"feature_stats"}
     assert dag.get_task("features").upstream_task_ids == {"feature_part"}
+    assert dag.get_task("score_part").upstream_task_ids == {"gate"}
+    assert dag.get_task("score_part").trigger_rule == "none_failed"  # runs when the anchor was decided (gate skipped)
+    assert dag.get_task("score").upstream_task_ids == {"score_part"}
+    assert "score_part ×N → score" in dag.doc_md
     assert "feature_stats ×N → feature_part ×N → features" in dag.doc_md
 
     monkeypatch.setenv("PURCHASING_POWER_FEATURE_SHARDS", "0")

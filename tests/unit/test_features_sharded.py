@@ -131,7 +131,10 @@ def test_sharded_run_publishes_the_predictions_of_an_unsharded_one(tmp_path, sou
         monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / name))
         runs[name] = run_all(params, DAY, overrides={"use_text": False, "feature_shards": shards})
     three = runs["three"]
-    assert {f"feature_stats-{k:03d}" for k in range(3)} | {f"feature_part-{k:03d}" for k in range(3)} <= set(three)
+    assert {f"{step}-{k:03d}" for step in ("feature_stats", "feature_part", "score_part") for k in range(3)} <= set(three)
+    assert json.loads(Path(three["score"]).read_text())["score_shards"] == 3
+    assert sum(json.loads(Path(three[f"score_part-{k:03d}"]).read_text())["customers"] for k in range(3)) == \
+        json.loads(Path(three["score"]).read_text())["customers_scored"]
     assert json.loads(Path(three["features"]).read_text())["feature_shards"] == 3
     assert sum(json.loads(Path(three[f"feature_part-{k:03d}"]).read_text())["customers"] for k in range(3)) == \
         json.loads(Path(three["features"]).read_text())["customers"]
@@ -142,11 +145,37 @@ def test_sharded_run_publishes_the_predictions_of_an_unsharded_one(tmp_path, sou
     assert len(day_features) == 1
     assert _sha(day_features[0]) == _sha(next(one_dir.glob(f"sources/*/features/ds={DAY}/features-*.parquet")))
     assert not list(three_dir.glob("sources/*/feature_shards/*/*.parquet")), "the parts are removed once joined"
+    assert not list(three_dir.glob("sources/*/score_shards/*/*.parquet")), "the score parts are removed once joined"
 
     # the join without the shards' parts says which tasks to clear
     monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(three_dir))
     with pytest.raises(MissingInput, match="clear the day's feature_stats tasks"):
         run_stage("features", {**params, "day": DAY.isoformat()}, overrides={"use_text": False, "feature_shards": 3}, combine=True)
+
+
+def test_sharded_score_joins_only_complete_parts_of_the_deployed_model(tmp_path, source, monkeypatch):
+    """score (the join) names the score_part tasks to clear when a shard's part is missing or was
+    made with another model than the one deployed; a rerun of the parts and the join stages the
+    same bytes."""
+    from purchasing_power.pipeline import run_all, run_score_shard, run_stage
+
+    params, over = {"source": source}, {"use_text": False, "feature_shards": 3}
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "s"))
+    out = run_all(params, DAY, overrides=over)
+    staged = Path(json.loads(Path(out["score"]).read_text())["scores_path"])
+    before = _sha(staged)
+    day = {**params, "day": DAY.isoformat()}
+    with pytest.raises(MissingInput, match=r"no scores of shard\(s\) \[0, 1, 2\] .* clear the day's score_part tasks"):
+        run_stage("score", day, overrides=over, combine=True)
+    reports = [json.loads(Path(run_score_shard(k, day, overrides=over)).read_text()) for k in range(3)]
+    scored = Path(reports[1]["paths"]["scored"])
+    part = pd.read_parquet(scored)
+    pd.concat([part.assign(model_version="pp-20990101-old")]).to_parquet(scored, index=False)
+    with pytest.raises(MissingInput, match="made with model pp-20990101-old.* clear the day's score_part tasks"):
+        run_stage("score", day, overrides=over, combine=True)
+    run_score_shard(1, day, overrides=over)
+    run_stage("score", day, overrides=over, combine=True)
+    assert _sha(staged) == before
 
 
 def test_feature_part_reads_the_lines_its_feature_stats_handed_on(tmp_path, source, monkeypatch):

@@ -42,7 +42,7 @@ def _stage(settings: Settings, day: date, seed: int) -> bytes:
     """Stage predictions for ``day`` as the score task does; return their bytes."""
     rng = np.random.default_rng(seed)
     ids = pd.Index(np.arange(100, 120, dtype=np.int64))
-    frame = predictions_frame(pd.DataFrame(index=ids), rng.random(20), rng.random(20) * 100, day, f"v-{seed}", settings)
+    frame = predictions_frame(ids, rng.random(20), rng.random(20) * 100, day, f"v-{seed}", settings)
     out = Storage.at(settings.storage)
     path = out.write_parquet(frame, out.path("scores", day, PREDICTIONS_FILE))
     return open(path, "rb").read()

@@ -90,3 +90,42 @@ def test_baseline_bundle_and_switched_off_are_left_alone(bundle):
 def test_negative_window_count_is_refused():
     with pytest.raises(ValueError, match="recalibration_windows"):
         Settings().with_overrides(recalibration_windows="-1")
+
+
+@dataclass
+class ShardedContext(FakeContext):
+    """FakeContext whose stored features can also be read one customer shard at a time."""
+
+    def stored_features_shard(self, as_of: date, shard: int, shards: int) -> pd.DataFrame:
+        from purchasing_power.shards import shard_of
+
+        f = scoring_frame(make_table(n=400, seed=as_of.toordinal() % 1000))
+        return f[shard_of(f.index.to_numpy(), shards) == shard]
+
+
+@pytest.mark.parametrize("shards", [3, 7])
+def test_shards_of_the_scores_give_the_predictions_and_calibration_of_one_pass(bundle, shards):
+    """score_part's pieces (each shard's raw scores, spend and window rows, joined by score) give
+    the very predictions and recalibration of one pass over every customer, with a fitted
+    purchase model whose calibration is refitted."""
+    from purchasing_power.score import finish_scores, shard_scores
+
+    spend = M.fit_spend_model(make_table(seed=9), seed=1)
+    full = replace(bundle, spend=spend)
+    d30, d44 = DAY - timedelta(days=30), DAY - timedelta(days=44)
+    ids = np.arange(1000, 1400)
+    buyers = history({d30: list(ids[::7]), d44: list(ids[:150])})
+    one = ShardedContext(Settings(), buyers)
+    scored, windows = shard_scores(one, full, DAY)
+    want, want_bundle, want_info = finish_scores(one, full, DAY, [scored], [windows])
+    assert want_info["applied"] and want_info["rows"] == 800 and len(want) == 400
+
+    ctx = ShardedContext(Settings(), buyers)
+    parts = [shard_scores(ctx, full, DAY, k, shards) for k in range(shards)]
+    assert sum(len(p[0]) for p in parts) == 400 and all(len(p[0]) < 400 for p in parts)
+    got, got_bundle, got_info = finish_scores(ctx, full, DAY, [p[0] for p in reversed(parts)], [p[1] for p in reversed(parts)])
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert got_info == want_info and got_bundle.purchase.calibrator == want_bundle.purchase.calibrator
+    p_direct, s_direct = want_bundle.predict(ctx.features(DAY))  # what one call of predict gives
+    np.testing.assert_array_equal(got["p_purchase_30d"].to_numpy(), p_direct)
+    np.testing.assert_array_equal(got["expected_spend_90d"].to_numpy(), s_direct)

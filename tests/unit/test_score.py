@@ -81,7 +81,7 @@ def preds() -> pd.DataFrame:
     features = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0]}, index=pd.Index([11, 12, 13, 14, 15], name="customer_id"))
     p = np.array([0.1, 0.9, 0.5, 0.0, 1.0])
     spend = np.array([10.0, 200.0, 50.0, 0.0, 120.0])
-    return predictions_frame(features, p, spend, D, "v-test", Settings(storage="/unused"))
+    return predictions_frame(features.index, p, spend, D, "v-test", Settings(storage="/unused"))
 
 
 def test_predictions_frame_contract(preds):
@@ -148,7 +148,7 @@ def test_validate_rejects_non_numeric_scores_with_a_value_error(preds, column):
 def test_text_ids_are_carried_with_their_spelling_and_validated():
     ids = ["C-00123", "c-00123", "9f86d081884c7d65", "00042", "C-9"]
     features = pd.DataFrame({"x": np.arange(5.0)}, index=pd.Index(ids, name="customer_id", dtype=object))
-    preds = predictions_frame(features, np.full(5, 0.5), np.array([1.0, 5.0, 3.0, 2.0, 4.0]), D, "v", Settings(storage="/unused"))
+    preds = predictions_frame(features.index, np.full(5, 0.5), np.array([1.0, 5.0, 3.0, 2.0, 4.0]), D, "v", Settings(storage="/unused"))
     assert preds["customer_id"].tolist() == ids and preds["customer_id"].dtype == object
     assert dict(zip(ids, preds["tier"])) == {"c-00123": "high", "C-9": "medium", "9f86d081884c7d65": "low", "00042": "low", "C-00123": "low"}
     validate_predictions(preds)

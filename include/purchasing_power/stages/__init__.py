@@ -5,7 +5,7 @@ artefacts and returns a JSON-able report. Nothing in the library imports this pa
 ``STAGES`` lists the stages in pipeline order, each as ``name -> "module:function"``; the DAG
 runs ``embed`` as ``embed_plan`` + a mapped ``embed_shard`` (``EXTRA_STAGES``), and, with
 ``feature_shards`` > 1, ``features`` as mapped ``feature_stats`` + ``feature_part`` + ``features``
-joining them.
+joining them, and ``score`` as mapped ``score_part`` + ``score`` joining them.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ EXTRA_STAGES: dict[str, str] = {
     "embed_shard": "purchasing_power.stages.embed:embed_shard",
     "feature_stats": "purchasing_power.stages.features:feature_stats_day",  # feature_shards > 1: mapped over the shards
     "feature_part": "purchasing_power.stages.features:feature_part_day",  # idem, then features(combine=True)
+    "score_part": "purchasing_power.stages.score:score_part_day",  # feature_shards > 1: mapped, then score(combine=True)
     "export_tier": "purchasing_power.stages.export:export_tier_day",  # the export Dag's, on a predictions event
 }
 
