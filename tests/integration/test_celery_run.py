@@ -7,10 +7,10 @@ backend, in a dedicated database ``pp_celery_test`` that the test recreates), th
 ``dag-processor`` and one ``airflow celery worker --queues default,gpu``, as in
 docker-compose.yaml. The test triggers one run for a small demo source and waits for it, then
 checks from the metadata DB and from Celery's own result table that ``embed`` was sent to the
-``gpu`` queue (and the gpu pool) while every other task went to ``default``. The features step
-is sharded (``PURCHASING_POWER_FEATURE_SHARDS=2``: feature_stats and feature_part mapped over two
-customer shards, each instance a Celery message of its own), and the run publishes the very
-predictions an unsharded run of the same day in one process publishes.
+``gpu`` queue (and the gpu pool) while every other task went to ``default``. The features and
+score steps are sharded (``PURCHASING_POWER_FEATURE_SHARDS=2``: feature_stats, feature_part and
+score_part mapped over two customer shards, each instance a Celery message of its own), and the
+run publishes the very predictions an unsharded run of the same day in one process publishes.
 
 The services are what CI has (and this machine kind starts before a session). When either one
 does not answer, the test fails and says so; it never skips. Override the endpoints with
@@ -291,7 +291,7 @@ def test_dag_run_under_celery_sends_embed_to_the_gpu_queue(tmp_path, monkeypatch
 
         # the sharded features step: two instances of each mapped step, and the predictions of
         # an unsharded run of the same day (in this process, on storage of its own)
-        for step in ("feature_stats", "feature_part"):
+        for step in ("feature_stats", "feature_part", "score_part"):
             assert sorted((r[1], r[2]) for r in rows if r[0] == step) == [(0, "success"), (1, "success")], rows
         from purchasing_power.pipeline import run_all
 

@@ -436,3 +436,24 @@ def test_sharded_features_on_s3_equal_the_unsharded_ones(conn_s3, monkeypatch):
     # one task with 3 shards: the bucket's partitions spooled to local files, a shard at a time
     spooled = store.read_json(run_stage("features", params, overrides=sharded))
     assert spooled["features_path"] == path and store.sha256(path) == sharded_sha
+
+
+def test_a_score_part_reads_its_shard_of_stored_features_from_the_bucket(conn_s3):
+    """shards.read_file_shard on an object: the shard's rows of a file of several row groups, in
+    file order, as a filter of the whole file gives them; every row in exactly one shard."""
+    import numpy as np
+    import pandas as pd
+
+    from purchasing_power.shards import read_file_shard, shard_of
+
+    bucket = _new_bucket(conn_s3)
+    store = Storage.at(f"pp_s3@s3://{bucket}/pp")
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"customer_id": np.arange(5000, dtype=np.int64) * 7 + 3, "x": rng.random(5000),
+                          "txt_000": rng.random(5000).astype("float32")})
+    path = store.write_parquet(frame, store.path("features", DAY, "features-test.parquet"), row_group_size=700)
+    parts = [read_file_shard(store, path, k, 3, batch_rows=512) for k in range(3)]
+    for k, part in enumerate(parts):
+        want = frame[shard_of(frame["customer_id"].to_numpy(), 3) == k].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, want, check_exact=True)
+    assert sum(len(p) for p in parts) == len(frame)
