@@ -475,3 +475,35 @@ def test_the_features_key_follows_the_precision_readers_take(storage, settings, 
     assert bf16 != fp32
     assert text_vectors_key(_with(settings, "float32")) == fp32  # an explicit precision names its own
     assert text_vectors_key(settings.with_overrides(use_text=False, use_user_text=False)) == "notext"
+
+
+def test_the_embed_stage_counts_the_history_texts_as_a_row_by_row_pass_does(tmp_path, monkeypatch):
+    """The stage reads descriptions dictionary-encoded; its rows, empty rows (missing and ""
+    descriptions), distinct texts and plan equal those of one Python string per clean row."""
+    from datetime import date
+
+    import pandas as pd
+
+    from purchasing_power.demo import write_demo_source
+    from purchasing_power.history import load_clean_history
+    from purchasing_power.pipeline import run_stage, settings_for
+    from purchasing_power.stages.embed import _day_texts
+
+    day = date(2024, 2, 20)
+    source = write_demo_source(str(tmp_path / "src.parquet"), n_customers=60, start=date(2024, 1, 1), end=day, seed=2)
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "s"))
+    params = {"source": source, "day": day.isoformat()}
+    for stage in ("extract", "clean"):
+        run_stage(stage, params)
+    settings = settings_for(params, {"use_user_text": False})
+    part = max((tmp_path / "s").glob("sources/*/clean/ds=*/clean.parquet"), key=lambda p: len(pd.read_parquet(p)))
+    clean = pd.read_parquet(part)  # the fullest day: blank and missing texts in it
+    assert len(clean) >= 4
+    clean.loc[clean.index[:2], "description"] = ""
+    clean.loc[clean.index[2:4], "description"] = None
+    clean.to_parquet(part, index=False)
+
+    _, (rows, empty, unique) = _day_texts(settings, day)
+    want = embedding.split_texts(load_clean_history(settings, day, columns=["description"])["description"].tolist())
+    assert (rows, empty, unique) == want
+    assert empty >= 4 and len(unique) > 10 and rows > len(unique)

@@ -24,9 +24,9 @@ def embed_day(settings: Settings, day: date) -> dict[str, Any]:
     ws, texts = _day_texts(settings, day)
     if texts is None:
         return {"day": day.isoformat(), "skipped": "use_text is off and no user text"}
-    report = embed_new(texts, ws.root, settings)
-    report["day"] = day.isoformat()
-    report["dedup_ratio"] = _dedup_ratio(report["rows"] - report["empty"], report["new"])
+    rows, empty, unique = texts
+    report = embed_new(unique, ws.root, settings)
+    report.update(day=day.isoformat(), rows=rows, empty=empty, dedup_ratio=_dedup_ratio(rows - empty, report["new"]))
     return report
 
 
@@ -35,21 +35,29 @@ def _dedup_ratio(with_text: int, new: int) -> float | None:
     return round(with_text / new, 1) if new else None
 
 
-def _day_texts(settings: Settings, day: date) -> tuple[Workspace, list[Any] | None]:
-    """The workspace and the texts features read up to the end of ``day``: the description of
-    every clean row (``use_text``) and every clean user text (``usertext.user_text_on``);
-    ``None`` when features read no text."""
+def _day_texts(settings: Settings, day: date) -> tuple[Workspace, tuple[int, int, list[str]] | None]:
+    """The workspace and the texts features read up to the end of ``day`` as (rows, empty rows,
+    sorted distinct non-empty texts): the description of every clean row (``use_text``) and
+    every clean user text (``usertext.user_text_on``); ``None`` when features read no text.
+    Descriptions are read dictionary-encoded: each partition's distinct texts, not one Python
+    string per row."""
+    import numpy as np
+
     ws = Workspace.for_settings(settings)
     user = load_user_texts(settings, day)
     if not settings.use_text and user is None:
         return ws, None
-    texts: list[Any] = []
+    rows, empty, unique = split_texts(user["text"].tolist() if user is not None else [])
     if settings.use_text:
-        tx = load_clean_history(settings, day, columns=["description"])
-        texts = tx["description"].tolist() if len(tx) else []
-    if user is not None:
-        texts += user["text"].tolist()
-    return ws, texts
+        desc = load_clean_history(settings, day, columns=["description"], dictionary=["description"])["description"]
+        if len(desc):
+            codes, texts = desc.cat.codes.to_numpy(), desc.cat.categories.to_numpy(dtype=object)
+            used = np.unique(codes[codes >= 0])
+            blank = used[texts[used] == ""]  # "" is empty text, like a missing description
+            rows += len(desc)
+            empty += int((codes < 0).sum() + np.isin(codes, blank).sum())
+            unique = sorted(set(unique) | {t for t in texts[used] if t != ""})
+    return ws, (rows, empty, unique)
 
 
 def plan_day(settings: Settings, day: date) -> dict[str, Any]:
@@ -65,7 +73,7 @@ def plan_day(settings: Settings, day: date) -> dict[str, Any]:
     ws, texts = _day_texts(settings, day)
     if texts is None:
         return {"day": day.isoformat(), "skipped": "use_text is off and no user text", "shards": []}
-    rows, empty, unique = split_texts(texts)
+    rows, empty, unique = texts
     shards = plan_shards(unique, settings.embed_shard_texts, storage=ws.root, settings=settings)
     ref = resolve_model(settings.embed_model)
     folder = ws.root.path("embed_shards", day)
