@@ -327,15 +327,15 @@ class RunData:
     def feature_path(self, as_of: date) -> str:
         return self.ws.per_source.path("features", as_of, FEATURES_FILE.format(feature_key=self.feature_key))
 
-    def feature_part_path(self, shard: int, part: str) -> str:
-        """Where sharded features tasks of the run's day hand on ``part`` of ``shard``."""
+    def feature_part_path(self, shard: int, part: str, dataset: str = "feature_shards") -> str:
+        """Where sharded features tasks (``dataset`` "score_shards": score tasks) of the run's day
+        hand on ``part`` of ``shard``."""
         name = FEATURE_PART_FILE.format(feature_key=self.feature_key, shard=shard, shards=self.settings.feature_shards, part=part)
-        return self.ws.per_source.path("feature_shards", self.day, name)
+        return self.ws.per_source.path(dataset, self.day, name)
 
     def score_part_path(self, shard: int, part: str) -> str:
         """Where sharded score tasks of the run's day hand on ``part`` of ``shard``."""
-        name = FEATURE_PART_FILE.format(feature_key=self.feature_key, shard=shard, shards=self.settings.feature_shards, part=part)
-        return self.ws.per_source.path("score_shards", self.day, name)
+        return self.feature_part_path(shard, part, "score_shards")
 
     def store_features(self, as_of: date, f: pd.DataFrame) -> str:
         """Store (and keep) features computed elsewhere (the sharded features tasks)."""
