@@ -106,9 +106,10 @@ def evaluate_anchor(
     path = store.path("evaluation", anchor, BASELINE_EVALUATION_FILE if baselines_only else EVALUATION_FILE)
     if not force and store.exists(path):
         return store.read_json(path)
-    hist = data.history_until(anchor)
     e = anchor - timedelta(days=s.purchase_horizon_days)
     e_s = anchor - timedelta(days=s.spend_horizon_days)
+    # the windows' outcomes: lines after the earlier window's as-of day through the anchor
+    hist = data.history_since(min(e, e_s) + timedelta(days=1), anchor)
     holdout_path = store.path("models", anchor, CANDIDATE_HOLDOUT)
     candidate = load_bundle(holdout_path) if store.exists(holdout_path) else None
     prev = previous_anchor(s, anchor)
@@ -135,15 +136,16 @@ def evaluate_anchor(
             contenders = {"bgnbd": fe[BASELINE_P].to_numpy(), "recency": -fe["recency_days"].to_numpy()}
             versions = {"bgnbd": "BG/NBD (fitted on the window's history)", "recency": "days since last purchase"}
             if candidate is not None:
-                contenders["candidate"] = candidate.predict(fe)[0]
+                contenders["candidate"] = candidate.probabilities(candidate.raw_scores(fe))
                 versions["candidate"] = candidate.version
             if champion_comparable:
-                contenders["champion"] = champion_bundle.predict(fe)[0]
+                contenders["champion"] = champion_bundle.probabilities(champion_bundle.raw_scores(fe))
                 versions["champion"] = champion_version
             for name, p in contenders.items():
                 out["purchase"][name] = finite_or_none(purchase_metrics(y, p, probabilities=name != "recency"))
             scores = _scores_frame(fe.index, y, contenders)
             scores.attrs["model_versions"] = versions
+        del fe  # before the spend window's features are read
     if e_s >= data.first_day:
         fs = data.features(e_s, keep=False)
         if not fs.empty:
@@ -152,9 +154,10 @@ def evaluate_anchor(
             contenders = {"past_spend": past, "bgnbd_gg": fs[BASELINE_SPEND].to_numpy()}
             out["past_spend_scale"] = fit_past_spend(fs, y).scale  # deployable "past spend" forecast
             if candidate is not None and candidate.spend is not None:
-                contenders["candidate"] = candidate.predict(fs)[1]
+                contenders["candidate"] = candidate.expected_spend(fs)
             for name, pred in contenders.items():
                 out["spend"][name] = finite_or_none(spend_metrics(y, pred))
+        del fs
     if not baselines_only:
         write_scores(data, anchor, scores)
     store.write_json(out, path)

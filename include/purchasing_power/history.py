@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
-from purchasing_power.compact import CODE_VALUES, CODED, FEATURE_COLUMNS, LIGHT_COLUMNS, CodeValues, compact_history, sale_lines
+from purchasing_power.compact import CODE_VALUES, CODED, FEATURE_COLUMNS, CodeValues, compact_history, sale_lines
 from purchasing_power.features import build_features, lookback_since
+from purchasing_power.frames import release_arrow_memory, to_frame
 from purchasing_power.settings import Settings
 from purchasing_power.storage import CLEAN_FILE, FEATURE_PART_FILE, FEATURES_FILE, FEATURES_SAMPLE_FILE, TEXTS_CLEAN_FILE, Workspace
 
@@ -24,14 +25,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def give_back_memory() -> None:
-    """Return the C heap's free memory to the system (glibc's ``malloc_trim``; elsewhere a
-    no-op): frames freed by pandas stay in the heap otherwise, and the next work's arrays come on
+    """Return the C heap's and Arrow's free memory to the system (``malloc_trim`` only on glibc):
+    frames freed by pandas stay in the heap otherwise, and the next work's arrays come on
     top of them in the peak RSS."""
     import ctypes
     import ctypes.util
     import gc
 
     gc.collect()
+    release_arrow_memory()
     try:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
@@ -54,14 +56,33 @@ def load_clean_history(
     return store.read_parquet_many(clean_paths(settings, through or day, since), columns=columns, dictionary=dictionary)
 
 
-def clean_paths(settings: Settings, day: date, since: date | None = None) -> list[str]:
-    """The daily clean partitions of ``since`` (default: the first) through ``day``, in day
-    order (``day``'s must exist)."""
+def clean_paths(settings: Settings, day: date, since: date | None = None, through: date | None = None) -> list[str]:
+    """The daily clean partitions of ``since`` (default: the first) through ``through`` (default:
+    ``day``), in day order (``day``'s must exist)."""
     store = Workspace.for_settings(settings).per_source
     days = [d for d in store.list_days("clean", CLEAN_FILE) if d <= day]
     if day not in days:
         raise FileNotFoundError(f"no clean partition for {day} under {store.path('clean')}: run clean first")
-    return [store.path("clean", d, CLEAN_FILE) for d in days if since is None or d >= since]
+    return [store.path("clean", d, CLEAN_FILE) for d in days if (since is None or d >= since) and (through is None or d <= through)]
+
+
+def sold_customers(store: Any, paths: list[str]) -> int:
+    """How many customers have a valid sale line (:func:`compact.sale_lines`) in the clean
+    partitions ``paths``, read a few partitions at a time (only the ids of each day's buyers are
+    held, not the lines)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from purchasing_power.shards import _read_tables
+
+    def buyers(table: Any) -> Any:
+        sold = pc.and_(pc.invert(table["is_cancellation"]), pc.greater(table["quantity"], 0))
+        return pc.unique(table["customer_id"].filter(sold).combine_chunks())
+
+    if not paths:
+        return 0
+    days = _read_tables(store, paths, ["customer_id", "quantity", "is_cancellation"], buyers, what="clean partitions")
+    return len(pc.unique(pa.chunked_array(days)))
 
 
 def load_user_texts(settings: Settings, day: date) -> pd.DataFrame | None:
@@ -136,7 +157,7 @@ class ShardSpool:
         split = spool_shards(data.ws.per_source, paths, int(data.settings.feature_shards), root, columns=cols)
         self.files: list[str] = []
         for k, files in enumerate(split):
-            tx = pa.concat_tables([pq.read_table(f, read_dictionary=text) for f in files], promote_options="permissive").to_pandas()
+            tx = to_frame(pa.concat_tables([pq.read_table(f, read_dictionary=text) for f in files], promote_options="permissive"))
             compact = compact_history(tx, description=description)
             del tx
             frame = os.path.join(root, f"compact-{k}.parquet")
@@ -151,11 +172,10 @@ class ShardSpool:
     def read(self, shard: int) -> pd.DataFrame:
         """Shard ``shard``'s compact history, in history order."""
         import numpy as np
-        import pandas as pd
         import pyarrow.parquet as pq
 
         frame = self.files[shard]
-        tx = pd.read_parquet(frame)
+        tx = to_frame(pq.read_table(frame))
         tx.attrs[CODE_VALUES] = CodeValues(
             {c: np.asarray(pq.read_table(f"{frame}.{c}").column("text").to_numpy(zero_copy_only=False), dtype=object) for c in CODED})
         return tx
@@ -173,7 +193,6 @@ class RunData:
     user_text: bool = False
     _tx: pd.DataFrame | None = None
     _compact: pd.DataFrame | None = None
-    _light: pd.DataFrame | None = None
     _texts: pd.DataFrame | None = None
     _spool: ShardSpool | None = None
     _features: dict[date, pd.DataFrame] = field(default_factory=dict)
@@ -233,7 +252,6 @@ class RunData:
             cols, text = self._feature_columns()
             tx = load_clean_history(self.settings, self.day, since=self.feature_since(), columns=cols, dictionary=text)
             self._compact = compact_history(tx, description=self.settings.use_text)
-            self._light = None  # light_history() reads the feature history from now on
         return self._compact
 
     def feature_source(self) -> pd.DataFrame | Callable[[int], pd.DataFrame]:
@@ -263,39 +281,30 @@ class RunData:
                 return ts.min().date()
         raise ValueError(f"no clean transactions up to {self.day}")
 
-    def history_since(self, since: date) -> pd.DataFrame:
-        """Clean rows with invoice day in [since, the run's day]: from the loaded history when
-        there is one, else read from those daily partitions only (customer, time and value)."""
+    def history_since(self, since: date, through: date | None = None) -> pd.DataFrame:
+        """Clean rows with invoice day in [``since``, ``through``] (default: the run's day), with
+        what labels read (customer, time and value): from the loaded history when it holds those
+        days, else read from those daily partitions only. Labels need the days after their as-of
+        day alone, so a stage that labels snapshots reads their windows, not the whole history."""
         import pandas as pd
 
-        if self._tx is not None:
-            return self._tx[self._tx["invoice_ts"] >= pd.Timestamp(since)]
-        return load_clean_history(self.settings, self.day, since=since, columns=["customer_id", "invoice_ts", "line_value"])
-
-    def history_until(self, anchor: date) -> pd.DataFrame:
-        """Clean rows with invoice day <= ``anchor``, with at least what labels read: from
-        :meth:`light_history`."""
-        import pandas as pd
-
-        tx = self.light_history()
-        return tx[(tx["invoice_ts"] < pd.Timestamp(anchor) + pd.Timedelta(days=1)).to_numpy()]
-
-    def light_history(self) -> pd.DataFrame:
-        """The clean history through the run's day with at least ``compact.LIGHT_COLUMNS``
-        (labels, customer counts): the loaded history or feature history when there is one,
-        else those columns of every daily partition, read once (a fraction of the memory of the
-        feature history, which a stage whose snapshot features are all stored never loads)."""
-        if self._tx is not None or (self._compact is not None and self.feature_since() is None):
-            return self.feature_history()
-        if self._light is None:
-            self._light = load_clean_history(self.settings, self.day, columns=list(LIGHT_COLUMNS))
-        return self._light
+        through = min(through or self.day, self.day)
+        loaded = self._tx if self._tx is not None else self._compact
+        held_from = None if self._tx is not None else self.feature_since()
+        if loaded is not None and (held_from is None or held_from <= since):
+            ts = loaded["invoice_ts"]
+            return loaded[((ts >= pd.Timestamp(since)) & (ts < pd.Timestamp(through) + pd.Timedelta(days=1))).to_numpy()]
+        cols = ["customer_id", "invoice_ts", "line_value"]
+        paths = clean_paths(self.settings, self.day, since, through)
+        if not paths:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, (object, "datetime64[ns]", "float64"))})
+        return self.ws.per_source.read_parquet_many(paths, columns=cols)
 
     def release_histories(self) -> None:
         """Drop the histories read from the clean partitions (a later call reads them again): a
         stage frees them before work that needs none, e.g. the fits once the training tables
         are built."""
-        self._compact = self._light = None  # (the shard spool holds no memory: it stays)
+        self._compact = None  # (the shard spool holds no memory: it stays)
         give_back_memory()
 
     def shard_history(self, shard: int, *, hand_on: str | None = None) -> pd.DataFrame:
@@ -377,12 +386,16 @@ class RunData:
             return len(self._features[as_of])
         if store.exists(path):
             return len(store.read_parquet(path, columns=["customer_id"]))
-        tx = self.light_history()
-        sold = sale_lines(tx) & (tx["invoice_ts"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)).to_numpy()
         since = lookback_since(as_of, int(self.settings.feature_lookback_days))
-        if since is not None:  # the customers the features at as_of have: a sale line in their lookback
-            sold &= (tx["invoice_ts"] >= pd.Timestamp(since)).to_numpy()
-        return int(tx["customer_id"][sold].nunique())
+        end = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+        loaded = self._tx if self._tx is not None else self._compact
+        held_from = None if self._tx is not None else self.feature_since()
+        if loaded is not None and (held_from is None or (since is not None and held_from <= since)):
+            sold = sale_lines(loaded) & (loaded["invoice_ts"] < end).to_numpy()
+            if since is not None:  # the customers the features at as_of have: a sale line in their lookback
+                sold &= (loaded["invoice_ts"] >= pd.Timestamp(since)).to_numpy()
+            return int(loaded["customer_id"][sold].nunique())
+        return sold_customers(self.ws.per_source, clean_paths(self.settings, self.day, since, as_of))
 
     def sampled_features(self, as_of: date, level: int) -> pd.DataFrame:
         """The features at ``as_of`` of the seeded sample of customers of share 2**-``level``
@@ -405,7 +418,7 @@ class RunData:
         stored = [self.feature_path(as_of), *(self.sample_path(as_of, k) for k in range(1, int(level) + 1))]
         for k, path in enumerate(stored):
             if store.exists(path):
-                f = store.read_parquet(path).set_index("customer_id")
+                f = store.read_parquet(path, index="customer_id")
                 return f if k == level else pick(f)
         product = self.vectors if self.settings.use_text else None
         user = (self.texts, self.vectors) if self.user_text else None
@@ -424,7 +437,7 @@ class RunData:
         store = self.ws.per_source
         path = self.feature_path(as_of)
         if not refresh and store.exists(path):
-            f = store.read_parquet(path).set_index("customer_id")
+            f = store.read_parquet(path, index="customer_id")
         else:
             product = self.vectors if self.settings.use_text else None
             user = (self.texts, self.vectors) if self.user_text else None

@@ -256,18 +256,27 @@ class ModelBundle:
         """What :meth:`predict` computes row by row before the purchase calibration: (the purchase
         model's raw score, or the baseline's probability; the expected spend, final). A shard of
         the customers at a time gives the same values (score_part tasks)."""
+        return self.raw_scores(features), self.expected_spend(features)
+
+    def raw_scores(self, features: pd.DataFrame) -> np.ndarray:
+        """The first of :meth:`scores` alone (no spend predicted)."""
         import numpy as np
 
+        if self.purchase is None:
+            return features[BASELINE_P].to_numpy(dtype=np.float64)
         with single_threaded(blas_only=True):
-            if self.purchase is not None:
-                raw = self.purchase.raw_score(features)
-            else:
-                raw = features[BASELINE_P].to_numpy(dtype=np.float64)
-            if self.spend is not None:
+            return self.purchase.raw_score(features)
+
+    def expected_spend(self, features: pd.DataFrame) -> np.ndarray:
+        """The second of :meth:`scores` alone (no purchase score computed)."""
+        import numpy as np
+
+        if self.spend is None:
+            s = features[BASELINE_SPEND].to_numpy(dtype=np.float64)
+        else:
+            with single_threaded(blas_only=True):
                 s = self.spend.predict(features)
-            else:
-                s = features[BASELINE_SPEND].to_numpy(dtype=np.float64)
-        return raw, np.nan_to_num(np.clip(s, 0.0, None))
+        return np.nan_to_num(np.clip(s, 0.0, None))
 
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
         """Purchase probabilities from :meth:`scores`' raw scores (the calibration applied)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
+from purchasing_power.frames import to_frame
 from purchasing_power.settings import MAX_FEATURE_SHARDS
 from purchasing_power.storage import Storage, strip_conn
 
@@ -84,7 +85,7 @@ def read_shard(
         return table if columns is None else table.select(columns)
 
     tables = _read_tables(storage, paths, need, filtered, dictionary=dictionary, what=f"shard {shard} of {shards}")
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return to_frame(pa.concat_tables(tables, promote_options="permissive"))
 
 
 def read_file_shard(storage: Storage, path: str, shard: int, shards: int, *, batch_rows: int = 65_536) -> pd.DataFrame:
@@ -109,7 +110,7 @@ def read_file_shard(storage: Storage, path: str, shard: int, shards: int, *, bat
                 kept.append(batch.filter(pa.array(mask)))
     except Exception as exc:
         raise ValueError(f"cannot read shard {shard} of {shards} of {path}: {exc}") from exc
-    return pa.Table.from_batches(kept, schema=schema).to_pandas()
+    return to_frame(pa.Table.from_batches(kept, schema=schema))
 
 
 def spool_shards(

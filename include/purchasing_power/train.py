@@ -81,7 +81,9 @@ def training_table(data: RunData, snaps: list[date], anchor: date, max_rows: int
     features = [(snap, f) for snap, f in features if not f.empty]
     if not features:
         return pd.DataFrame()
-    hist = data.history_until(anchor)  # after the features: the feature history serves when they loaded it
+    # the outcomes: lines after the first snapshot through the anchor (read after the features: the
+    # feature history serves when they loaded it)
+    hist = data.history_since(features[0][0] + timedelta(days=1), anchor)
     frames = []
     while features:  # each snapshot's features freed once joined with its labels
         snap, f = features.pop()

@@ -307,7 +307,7 @@ def test_the_spool_gives_each_shards_compact_rows_texts_included(tmp_path, sourc
     """ShardSpool.read(k) holds the rows shard_history(k) reads from the partitions, in the same
     order, with the same texts behind the codes and the description (product text on)."""
     from purchasing_power.compact import CODE_VALUES, CODED
-    from purchasing_power.history import RunData, ShardSpool
+    from purchasing_power.history import RunData, ShardSpool, load_clean_history
     from purchasing_power.pipeline import run_stage, settings_for
     from purchasing_power.storage import Workspace
 
@@ -334,4 +334,4 @@ def test_the_spool_gives_each_shards_compact_rows_texts_included(tmp_path, sourc
             else:
                 assert got[c].equals(want[c]), c
         total += len(got)
-    assert total == len(data.light_history())
+    assert total == len(load_clean_history(settings, DAY))

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "include" / "purchasing_power"
-FOUNDATION = {"settings", "storage", "schemas", "calendar", "errors", "lease", "warehouse"}
+FOUNDATION = {"settings", "storage", "frames", "schemas", "calendar", "errors", "lease", "warehouse"}
 #: Top-level parts of the package that are not library logic.
 UPPER = {"stages", "pipeline", "ui", "cli", "executor"}
 MAX_LINES = 500

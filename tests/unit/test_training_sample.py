@@ -35,7 +35,7 @@ class FakeData:
     def features(self, d: date, keep: bool = True) -> pd.DataFrame:
         return self._f[d]
 
-    def history_until(self, anchor: date) -> pd.DataFrame:
+    def history_since(self, since: date, through: date | None = None) -> pd.DataFrame:
         return self._tx
 
     def customers_as_of(self, d: date) -> int:

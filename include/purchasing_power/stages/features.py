@@ -102,7 +102,7 @@ def _combined(data: RunData) -> Any:
     missing = [k for k, p in enumerate(paths) if not store.exists(p)]
     if missing:
         raise MissingInput(f"no features of shard(s) {missing} of {n} for {data.day}: clear the day's feature_part tasks too")
-    parts = [store.read_parquet(p).set_index("customer_id") for p in paths]
+    parts = [store.read_parquet(p, index="customer_id") for p in paths]
     f = finish_features(plan_features(data.day, stats), parts, [s.summary for s in stats])
     data.store_features(data.day, f)
     for k in range(n):  # handed on: the day's features are stored
