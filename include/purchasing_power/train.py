@@ -48,6 +48,14 @@ def snapshots(data: RunData, anchor: date, label_end: date) -> list[date]:
     return grid_days(start, label_end, s.snapshot_step_days)
 
 
+def earliest_snapshot(settings: Settings, anchor: date) -> date:
+    """No as-of day earlier than this is read by ``anchor``'s fits (:func:`snapshots`) or by its
+    evaluation windows (``anchor`` - horizon): a run that fits or qualifies ``anchor`` reads the
+    clean history from that day's feature lookback on (``RunData.load(snapshots_from=...)``)."""
+    s = settings
+    return anchor - timedelta(days=max(int(s.training_lookback_days), int(s.purchase_horizon_days), int(s.spend_horizon_days)))
+
+
 def sample_level(max_rows: int, bound: int) -> int:
     """How much to sample a training table of at most ``bound`` rows to keep it within
     ``max_rows``: 0 (every row) when it fits or there is no bound (``max_rows`` 0), else the

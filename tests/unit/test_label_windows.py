@@ -146,3 +146,34 @@ def test_a_training_table_reads_the_lines_after_its_first_snapshot_only(data_for
     assert [columns for _, columns in reads] == [LABEL_COLUMNS]
     [(days, _)] = reads
     assert min(days) == snaps[0] + timedelta(days=1) and max(days) == anchor
+
+
+def test_train_and_evaluate_read_the_history_from_their_snapshots_lookback_on(tmp_path, monkeypatch):
+    """With a feature lookback, the train and evaluate tasks read no clean partition before the
+    lookback of their earliest as-of day (train.earliest_snapshot of the previous anchor): those
+    partitions made unreadable, both tasks complete."""
+    from purchasing_power.calendar import anchor_for, previous_anchor
+    from purchasing_power.demo import write_demo_source
+    from purchasing_power.features import lookback_since
+    from purchasing_power.pipeline import run_stage, run_stage_report, settings_for
+    from purchasing_power.train import earliest_snapshot
+
+    source = write_demo_source(str(tmp_path / "transactions.parquet"), n_customers=150, start=date(2022, 6, 1),
+                               end=date(2024, 3, 31), seed=11)
+    monkeypatch.setenv("PURCHASING_POWER_STORAGE", str(tmp_path / "s"))
+    params = {"source": source, "day": DAY.isoformat()}
+    over = {"use_text": False, "feature_lookback_days": 365, "training_lookback_days": 120, "candidates": ["logreg"]}
+    for stage in ("extract", "clean"):
+        run_stage(stage, params, overrides=over)
+    settings = settings_for(params, over)
+    anchor = anchor_for(settings, DAY)
+    since = lookback_since(earliest_snapshot(settings, previous_anchor(settings, anchor)), 365)
+    old = sorted(p for p in (tmp_path / "s").glob("sources/*/clean/ds=*/clean.parquet")
+                 if date.fromisoformat(p.parent.name.removeprefix("ds=")) < since)
+    assert len(old) > 10
+    for path in old[1:]:  # the first one tells the history's first day (RunData.first_day)
+        path.write_bytes(b"not parquet")
+    train = run_stage_report("train", params, overrides=over)[1]
+    assert train["training"]["fitted"] and train["champion_anchor"] == previous_anchor(settings, anchor).isoformat()
+    evaluation = run_stage_report("evaluate", params, overrides=over)[1]
+    assert evaluation["purchase"]["candidate"]["roc_auc"] > 0

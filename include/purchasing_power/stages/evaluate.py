@@ -3,7 +3,7 @@ the latest closed windows (metrics and per-customer scores are stored for the ga
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from purchasing_power.calendar import anchor_for
@@ -14,7 +14,8 @@ from purchasing_power.storage import TRAINING_INFO
 
 
 def evaluate_day(settings: Settings, day: date) -> dict[str, Any]:
-    data = RunData.load(settings, day)
     anchor = anchor_for(settings, day)
+    windows = anchor - timedelta(days=max(settings.purchase_horizon_days, settings.spend_horizon_days))
+    data = RunData.load(settings, day, snapshots_from=windows)  # the windows' features: their lookback's partitions
     read_stored(data, anchor, TRAINING_INFO, "train")
     return evaluate_anchor(data, anchor, champion_of(data, anchor), force=settings.force_retrain)

@@ -17,7 +17,7 @@ from purchasing_power.gate import decided_model, qualify
 from purchasing_power.history import RunData
 from purchasing_power.settings import Settings
 from purchasing_power.storage import TRAINING_INFO
-from purchasing_power.train import fit_candidates
+from purchasing_power.train import earliest_snapshot, fit_candidates
 
 
 def train_day(settings: Settings, day: date) -> dict[str, Any]:
@@ -30,8 +30,8 @@ def train_day(settings: Settings, day: date) -> dict[str, Any]:
         # The anchor's candidates were fitted, evaluated and gated by an earlier run (they are a
         # pure function of the data before anchor+1): this run scores with that decision.
         raise NothingToDo(f"the model of anchor {anchor} is already decided ({decision}); this day scores with it (force_retrain refits)")
-    data = RunData.load(settings, day)
     prev = previous_anchor(settings, anchor)
+    data = RunData.load(settings, day, snapshots_from=earliest_snapshot(settings, prev))  # reads from its lookback on
     champion = None
     if prev >= data.first_day:
         fit_candidates(data, prev)
