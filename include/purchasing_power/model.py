@@ -11,7 +11,7 @@ Purchase (``p_purchase_30d``)
     resamples the fitting rows only -- the calibration slice, the gate's evaluation and scoring
     always see real rows -- and it is kept only where it wins on the calibration slice (its
     distorted probabilities are recalibrated there either way). At score time the calibration is
-    refitted once more on the latest closed windows before the scored day (:func:`recalibrate`,
+    refitted once more on the latest closed windows before the scored day (:func:`recalibrate_scored`,
     ``Settings.recalibration_windows``), so the probabilities follow the latest month's purchase
     rate; the pipelines, so the ranking, stay those the gate judged.
 
@@ -357,22 +357,15 @@ def fit_purchase_model(
     return PurchaseModel(kind=kind, columns=cols, pipelines=[fitted[m, use_smote] for m in members], calibrator=calibrator, selection=selection)
 
 
-def recalibrate(model: PurchaseModel, windows: list[tuple[str, pd.DataFrame, Any]]) -> tuple[PurchaseModel, dict[str, Any]]:
+def recalibrate_scored(model: PurchaseModel, windows: list[tuple[str, Any, Any]]) -> tuple[PurchaseModel, dict[str, Any]]:
     """The model with its Platt calibration refitted on the latest closed windows.
 
-    ``windows``: (as-of day, features as of that day, outcomes ``purchased``) of snapshots whose
-    purchase horizon has closed. The fitted pipelines (so the ranking) are unchanged; only the
-    two calibration numbers move, so the probabilities track the purchase rate of the latest
-    closed month instead of the one before the anchor's fit (up to two months older). Returns
-    the model unchanged, with the reason, when the windows hold a single class."""
-    with single_threaded(blas_only=True):
-        scored = [(d, model.raw_score(f), yw) for d, f, yw in windows]
-    return recalibrate_scored(model, scored)
-
-
-def recalibrate_scored(model: PurchaseModel, windows: list[tuple[str, Any, Any]]) -> tuple[PurchaseModel, dict[str, Any]]:
-    """:func:`recalibrate` from the windows' raw scores: (as-of day, ``model.raw_score`` of its
-    features, outcomes), rows in the same order."""
+    ``windows``: (as-of day, ``model.raw_score`` of the features as of that day, outcomes
+    ``purchased``) of snapshots whose purchase horizon has closed, rows in the same order. The
+    fitted pipelines (so the ranking) are unchanged; only the two calibration numbers move, so the
+    probabilities track the purchase rate of the latest closed month instead of the one before
+    the anchor's fit (up to two months older). Returns the model unchanged, with the reason, when
+    the windows hold a single class."""
     import numpy as np
 
     raws = [np.asarray(r, dtype=np.float64) for _, r, _ in windows]

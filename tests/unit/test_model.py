@@ -222,7 +222,7 @@ def test_recalibration_follows_the_latest_window_and_keeps_the_ranking():
     m = M.fit_purchase_model(make_table(seed=8), seed=1, smote=False)
     X, y = _shifted_window(m, seed=21, shift=-1.0)  # the purchase rate fell after the fit
     before = m.predict_proba(X)
-    m2, info = M.recalibrate(m, [("2011-03-01", X, y)])
+    m2, info = M.recalibrate_scored(m, [("2011-03-01", m.raw_score(X), y)])
     after = m2.predict_proba(X)
     assert info["applied"] and info["rows"] == len(X) and info["snapshots"] == ["2011-03-01"]
     assert abs(before.mean() - y.mean()) > 0.1  # the fit's calibration is off on the new window
@@ -236,9 +236,9 @@ def test_recalibration_follows_the_latest_window_and_keeps_the_ranking():
 def test_recalibration_with_a_single_class_keeps_the_fit():
     m = M.fit_purchase_model(make_table(seed=8), seed=1, smote=False)
     X = scoring_frame(make_table(n=50, seed=3))
-    m2, info = M.recalibrate(m, [("2011-03-01", X, np.zeros(len(X), dtype=np.int64))])
+    m2, info = M.recalibrate_scored(m, [("2011-03-01", m.raw_score(X), np.zeros(len(X), dtype=np.int64))])
     assert m2 is m and info["applied"] is False and "single class" in info["reason"]
-    m3, info = M.recalibrate(m, [])
+    m3, info = M.recalibrate_scored(m, [])
     assert m3 is m and info["applied"] is False and info["rows"] == 0
 
 
