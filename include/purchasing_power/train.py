@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from purchasing_power.calendar import grid_days
 from purchasing_power.labels import build_labels
-from purchasing_power.history import RunData
+from purchasing_power.history import RunData, give_back_memory
 from purchasing_power.settings import Settings
 from purchasing_power.shards import customer_sample  # noqa: F401  (the training sample; tests import it from here)
 from purchasing_power.storage import CANDIDATE_DEPLOY, CANDIDATE_HOLDOUT, TRAINING_INFO
@@ -181,6 +181,7 @@ def fit_candidates(data: RunData, anchor: date, *, force: bool = False) -> dict[
     e = anchor - timedelta(days=s.purchase_horizon_days)
     e_spend = anchor - timedelta(days=s.spend_horizon_days)
     holdout, hinfo = fit_bundle(data, anchor, e, e_spend, version + "-holdout")
+    give_back_memory()  # the holdout fit's tables and copies, before the deployed candidate's
     deploy, dinfo = fit_bundle(data, anchor, anchor, anchor, version) if holdout is not None else (None, {})
     for bundle, name in ((holdout, CANDIDATE_HOLDOUT), (deploy, CANDIDATE_DEPLOY)):
         path = data.ws.per_source.path("models", anchor, name)
