@@ -235,14 +235,14 @@ def write_staged_chunks(store: Storage, chunks: Iterable[pd.DataFrame], source: 
                 for a, b in zip(starts, [*starts[1:], len(bucket)]):
                     key = int(bucket[a])
                     if key not in writers:
-                        writers[key] = pq.ParquetWriter(os.path.join(spill, f"{len(writers)}.parquet"), spill_schema, compression="lz4")
+                        writers[key] = pq.ParquetWriter(os.path.join(spill, f"{len(writers)}.spill"), spill_schema, compression="lz4")
                     writers[key].write_table(table.slice(a, b - a))
         finally:
             for w in writers.values():
                 w.close()
         if require_rows and rows == 0:
             raise SourceError(f"source {source} has no rows")
-        spills = {k: os.path.join(spill, f"{i}.parquet") for i, k in enumerate(writers)}
+        spills = {k: os.path.join(spill, f"{i}.spill") for i, k in enumerate(writers)}
         dated_keys = sorted(k for k in spills if k != _UNDATED)
         per_day: dict[str, tuple[int, str]] = {}
 
@@ -306,7 +306,8 @@ def _write_row_groups(path: str, schema: Any, parts: Iterable[Any]) -> None:
 
 @contextmanager
 def _spill_folder(store: Storage) -> Iterator[str]:
-    """A temporary local folder for spill files: in ``staged/`` when the storage is local (the
+    """A temporary local folder for spill files (Parquet named ``N.spill``, so that nothing takes a
+    killed run's unfinished one for an artefact): in ``staged/`` when the storage is local (the
     data's own disk), else the system's temporary folder. Spill folders that a killed run left
     behind are removed once they are older than ``storage.TEMP_MAX_AGE_S``."""
     staged = strip_conn(store.path("staged")).removeprefix("file://")

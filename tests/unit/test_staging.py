@@ -114,3 +114,23 @@ def test_a_day_range_of_one_row_group_and_an_empty_source_file(tmp_path, monkeyp
     with pytest.raises(SourceError, match="no rows"):
         staging.stage_source(settings, Workspace.for_settings(settings))
     assert not list((tmp_path / "e").rglob("*.parquet"))
+
+
+def test_a_killed_stagings_spill_files_are_no_parquet_artefacts_and_go_once_stale(tmp_path, monkeypatch):
+    """A run killed while staging leaves its spill folder (no cleanup runs): its files are named
+    ``*.spill``, so nothing that reads the storage's ``*.parquet`` takes them for artefacts, and
+    the next staging removes the folder once it is older than TEMP_MAX_AGE_S."""
+    import os
+
+    source = tmp_path / "source.parquet"
+    _source(False).to_parquet(source, row_group_size=50)
+    monkeypatch.setattr(staging.shutil, "rmtree", lambda *a, **k: None)  # the kill: no cleanup
+    _staged_run(tmp_path, "killed", source, 7, 2, monkeypatch)
+    [spill] = [p for p in (tmp_path / "killed").rglob(".spill-*") if p.is_dir()]
+    assert sorted({p.suffix for p in spill.iterdir()}) == [".spill"] and not list(spill.rglob("*.parquet"))
+    monkeypatch.undo()
+    old = os.stat(spill).st_mtime - staging.TEMP_MAX_AGE_S - 1
+    os.utime(spill, (old, old))
+    settings = Settings(storage=str(tmp_path / "killed"), source=str(source)).validated()
+    with staging._spill_folder(Workspace.for_settings(settings).per_source) as fresh:
+        assert not spill.exists() and os.path.isdir(fresh)
