@@ -289,9 +289,8 @@ class RunData:
         import pandas as pd
 
         through = min(through or self.day, self.day)
-        loaded = self._tx if self._tx is not None else self._compact
-        held_from = None if self._tx is not None else self.feature_since()
-        if loaded is not None and (held_from is None or held_from <= since):
+        loaded = self._held_from(since)
+        if loaded is not None:
             ts = loaded["invoice_ts"]
             return loaded[((ts >= pd.Timestamp(since)) & (ts < pd.Timestamp(through) + pd.Timedelta(days=1))).to_numpy()]
         cols = ["customer_id", "invoice_ts", "line_value"]
@@ -299,6 +298,16 @@ class RunData:
         if not paths:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, (object, "datetime64[ns]", "float64"))})
         return self.ws.per_source.read_parquet_many(paths, columns=cols)
+
+    def _held_from(self, since: date | None) -> pd.DataFrame | None:
+        """The history this run holds in memory when it has every line from ``since`` on (``None``:
+        from the first day), else ``None`` (read the partitions)."""
+        if self._tx is not None:
+            return self._tx
+        held_from = self.feature_since()  # the compact history starts at the lookback of snapshots_from
+        if self._compact is None or (held_from is not None and (since is None or held_from > since)):
+            return None
+        return self._compact
 
     def release_histories(self) -> None:
         """Drop the histories read from the clean partitions (a later call reads them again): a
@@ -388,9 +397,8 @@ class RunData:
             return len(store.read_parquet(path, columns=["customer_id"]))
         since = lookback_since(as_of, int(self.settings.feature_lookback_days))
         end = pd.Timestamp(as_of) + pd.Timedelta(days=1)
-        loaded = self._tx if self._tx is not None else self._compact
-        held_from = None if self._tx is not None else self.feature_since()
-        if loaded is not None and (held_from is None or (since is not None and held_from <= since)):
+        loaded = self._held_from(since)
+        if loaded is not None:
             sold = sale_lines(loaded) & (loaded["invoice_ts"] < end).to_numpy()
             if since is not None:  # the customers the features at as_of have: a sale line in their lookback
                 sold &= (loaded["invoice_ts"] >= pd.Timestamp(since)).to_numpy()
