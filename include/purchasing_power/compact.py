@@ -24,9 +24,8 @@ class CodeValues(dict):
 
     def __deepcopy__(self, memo: dict) -> CodeValues:
         return self
-#: What labels (``labels.build_labels``) and customer counts (:func:`sale_lines`) read: the
-#: light history a stage loads when it needs no feature computed.
-LIGHT_COLUMNS = ("customer_id", "invoice_ts", "line_value", "quantity", "is_cancellation")
+
+
 FEATURE_COLUMNS = ("customer_id", "invoice_ts", "line_value", "quantity", "unit_price", "is_cancellation", *CODED)
 
 
