@@ -73,7 +73,7 @@ def sold_customers(store: Any, paths: list[str]) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from purchasing_power.shards import _read_tables
+    from purchasing_power.shards import read_tables
 
     def buyers(table: Any) -> Any:
         sold = pc.and_(pc.invert(table["is_cancellation"]), pc.greater(table["quantity"], 0))
@@ -81,7 +81,7 @@ def sold_customers(store: Any, paths: list[str]) -> int:
 
     if not paths:
         return 0
-    days = _read_tables(store, paths, ["customer_id", "quantity", "is_cancellation"], buyers, what="clean partitions")
+    days = read_tables(store, paths, ["customer_id", "quantity", "is_cancellation"], buyers, what="clean partitions")
     return len(pc.unique(pa.chunked_array(days)))
 
 

@@ -84,7 +84,7 @@ def read_shard(
         table = table.filter(pa.array(mask))
         return table if columns is None else table.select(columns)
 
-    tables = _read_tables(storage, paths, need, filtered, dictionary=dictionary, what=f"shard {shard} of {shards}")
+    tables = read_tables(storage, paths, need, filtered, dictionary=dictionary, what=f"shard {shard} of {shards}")
     return to_frame(pa.concat_tables(tables, promote_options="permissive"))
 
 
@@ -140,7 +140,7 @@ def spool_shards(
     for k in range(shards):
         os.makedirs(os.path.join(folder, f"shard={k}"), exist_ok=True)
     for j, start in enumerate(range(0, len(paths), files_per_chunk)):
-        tables = _read_tables(storage, paths[start:start + files_per_chunk], need)
+        tables = read_tables(storage, paths[start:start + files_per_chunk], need)
         chunk = pa.concat_tables(tables, promote_options="permissive")
         del tables
         buckets = shard_of(chunk.column("customer_id").to_numpy(zero_copy_only=False), shards)
@@ -153,7 +153,7 @@ def spool_shards(
     return out
 
 
-def _read_tables(storage: Storage, paths: list[str], columns: list[str] | None, each: Callable[[Any], Any] | None = None, *,
+def read_tables(storage: Storage, paths: list[str], columns: list[str] | None, each: Callable[[Any], Any] | None = None, *,
                  dictionary: list[str] | None = None, what: str = "Parquet files") -> list[Any]:
     """``paths`` as Arrow tables (``columns`` only, ``dictionary`` columns dictionary-encoded;
     ``each`` applied to each table as it comes, a few files read in parallel), in the given order."""

@@ -103,3 +103,45 @@ def test_the_setting_comes_from_the_environment_and_is_validated():
     for bad, message in (("0", "within 1..256"), ("257", "within 1..256"), ("many", "must be an integer")):
         with pytest.raises(ValueError, match=message):
             feature_shards_from_env({"PURCHASING_POWER_FEATURE_SHARDS": bad})
+
+
+@pytest.mark.parametrize("text_ids", [False, True])
+def test_sold_customers_counts_each_buyer_once_across_partitions(tmp_path, text_ids):
+    """The streaming count equals counting the valid sale lines' customers of all partitions at
+    once: cancellations and returns (quantity <= 0) do not make a buyer, a customer buying on
+    several days counts once, an empty partition counts nothing."""
+    from purchasing_power.compact import sale_lines
+    from purchasing_power.history import sold_customers
+
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    store = Storage.at(str(tmp_path))
+    schema = pa.schema([("customer_id", pa.string() if text_ids else pa.int64()), ("quantity", pa.int64()),
+                        ("is_cancellation", pa.bool_())])  # pinned, as clean writes its partitions
+    paths, frames = [], []
+    for i in range(6):
+        n = 0 if i == 3 else 300
+        ids = rng.integers(1, 500, n)
+        df = pd.DataFrame({"customer_id": ids.astype(str).astype(object) if text_ids else ids,
+                           "quantity": rng.integers(-3, 6, n), "is_cancellation": rng.random(n) < 0.2})
+        paths.append(store.write_parquet(df, str(tmp_path / f"day{i}.parquet"), schema=schema))
+        frames.append(df)
+    whole = pd.concat(frames, ignore_index=True)
+    want = whole.loc[sale_lines(whole), "customer_id"].nunique()
+    assert 0 < want < whole["customer_id"].nunique(), "the data must hold customers without a sale"
+    assert sold_customers(store, paths) == want
+    assert sold_customers(store, []) == 0
+
+
+def test_a_partition_that_cannot_be_read_names_the_storage(tmp_path):
+    from purchasing_power.shards import read_tables
+
+    store = Storage.at(str(tmp_path))
+    good = str(tmp_path / "good.parquet")
+    pd.DataFrame({"customer_id": [1, 2]}).to_parquet(good, index=False)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    assert [t.num_rows for t in read_tables(store, [good, good], ["customer_id"])] == [2, 2]
+    with pytest.raises(ValueError, match="cannot read clean partitions under"):
+        read_tables(store, [good, str(bad)], ["customer_id"], what="clean partitions")
