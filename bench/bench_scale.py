@@ -96,6 +96,26 @@ print("##" + json.dumps({"history": how, "shards": shards, "load_seconds": round
 """
 
 
+def code_version() -> str:
+    """The commit the stages ran on (``+changes``: with uncommitted changes to the package or the benchmark)."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--", "include", "bench/bench_scale.py") else "")
+
+
+def measured_with(earlier: object, stages: list[str]) -> object:
+    """A row's ``measured_with``: the code version, or (a re-run of some stages on kept storage,
+    ``--reuse-storage``, whose row was measured on other code) which stages ran on which code."""
+    now = code_version()
+    if earlier is None or earlier == now:
+        return now
+    versions = dict(earlier) if isinstance(earlier, dict) else {"the row's other stages": earlier}
+    versions[", ".join(stages)] = now
+    return versions
+
+
 def sharded_features(params: str, shards: int, storage: Path, env: dict[str, str]) -> dict[str, object]:
     """The day's features as the sharded DAG computes them, each task in a fresh process, after
     the unsharded features stage stored the day's features: per-task seconds and peak RSS, and
@@ -251,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         params = json.dumps({"source": str(source), "day": args.day})
         row.setdefault("stages", {})
         row["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+        row["measured_with"] = measured_with(row.get("measured_with") if args.reuse_storage else None, stages)
         if args.shard_every_stage:
             stage_env["PURCHASING_POWER_FEATURE_SHARDS"] = str(args.feature_shards)
             row["every_stage_sharded"] = args.feature_shards
