@@ -154,7 +154,7 @@ def spool_shards(
 
 
 def read_tables(storage: Storage, paths: list[str], columns: list[str] | None, each: Callable[[Any], Any] | None = None, *,
-                 dictionary: list[str] | None = None, what: str = "Parquet files") -> list[Any]:
+                dictionary: list[str] | None = None, what: str = "Parquet files") -> list[Any]:
     """``paths`` as Arrow tables (``columns`` only, ``dictionary`` columns dictionary-encoded;
     ``each`` applied to each table as it comes, a few files read in parallel), in the given order."""
     import pyarrow.parquet as pq
